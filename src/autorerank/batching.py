@@ -1,0 +1,80 @@
+"""Pure batching: order pairs by length, cut batches under a token budget, pad, restore order.
+
+Sorting by length keeps padding small; a token budget (``max_batch_tokens``, counted on the padded
+``(B, T)`` rectangle) instead of a fixed pair count gives short pairs large batches and long pairs
+small ones, so memory stays bounded without trial-and-error retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .ragged import Ragged
+
+__all__ = ["Features", "Batch", "plan_batches", "collate"]
+
+
+@dataclass(frozen=True)
+class Features:
+    """Tokenized pairs, ready to batch: ids, optional type ids, and per-pair integers a kind needs."""
+
+    input_ids: Ragged
+    token_type_ids: Ragged | None = None
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.input_ids.lengths
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One padded batch on its device."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    lengths: torch.Tensor  # (B,) real tokens per row
+    token_type_ids: torch.Tensor | None = None  # (B, T)
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)  # each (B,)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def plan_batches(lengths: np.ndarray, *, max_pairs: int, max_tokens: int | None) -> list[np.ndarray]:
+    """Indices of each batch: longest first, at most ``max_pairs`` rows and ``max_tokens`` padded tokens.
+
+    A single pair longer than the budget still gets a batch of its own.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        width = int(lengths[order[start]])  # rows are sorted, so the first is the widest
+        rows = max_pairs if max_tokens is None else max(1, min(max_pairs, max_tokens // max(width, 1)))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def collate(features: Features, rows: np.ndarray, *, pad_id: int, side: str, device: torch.device) -> Batch:
+    """Pad the pairs at ``rows`` into one batch on ``device``."""
+    input_ids, mask = features.input_ids.pad(rows, pad_id, side)
+    token_type_ids = None
+    if features.token_type_ids is not None:
+        token_type_ids, _ = features.token_type_ids.pad(rows, 0, side)
+        token_type_ids = torch.from_numpy(token_type_ids).to(device)
+    return Batch(
+        input_ids=torch.from_numpy(input_ids).to(device),
+        attention_mask=torch.from_numpy(mask).to(device),
+        lengths=torch.from_numpy(features.lengths[rows]).to(device),
+        token_type_ids=token_type_ids,
+        extras={name: torch.from_numpy(values[rows]).to(device) for name, values in features.extras.items()},
+    )

@@ -1,0 +1,66 @@
+"""The ``autorerank`` command: a thin shell over the public API.
+
+``main(argv)`` returns the exit status instead of exiting, so tests call it directly:
+
+* 0: done;
+* 1: a failure while scoring (a worker crashed);
+* 2: bad usage or a bad input (file, line and problem on stderr, no traceback);
+* 130: interrupted (``score`` keeps what it wrote: rerun it to resume).
+
+Commands: ``rank``, ``score``, ``rerank-run``, ``eval``, ``info``; each has ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from ..errors import AutoRerankError, WorkerError
+from .commands import COMMANDS
+from .parser import parse_args
+
+__all__ = ["main"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+    """Run one command; ``argv`` defaults to ``sys.argv[1:]``, output to ``sys.stdout``."""
+    try:
+        args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit_request:  # --help, or a usage error argparse already printed
+        return int(exit_request.code or 0)
+    out = stdout if stdout is not None else sys.stdout
+    try:
+        return COMMANDS[args.command](args, out)
+    except BrokenPipeError:  # e.g. `autorerank rank ... | head -3`; before OSError, its base class
+        _silence_stdout()
+        return 0
+    except WorkerError as exc:
+        return _fail(EXIT_FAILURE, str(exc))
+    except (AutoRerankError, OSError) as exc:  # our errors say file, line and fix; OSErrors name the path
+        return _fail(EXIT_USAGE, _describe(exc))
+    except KeyboardInterrupt:
+        return _fail(EXIT_INTERRUPTED, "interrupted")
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"autorerank: error: {message}", file=sys.stderr)
+    return code
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, AutoRerankError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; once the reader is gone, point it at /dev/null so that
+    # flush does not raise a second BrokenPipeError.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,165 @@
+"""The argument parser of ``autorerank``, and the one mapping from flags to model options.
+
+Every model flag is declared once in :data:`MODEL_FLAGS`, with the ``from_finetuned`` keyword
+it sets as its ``dest``; :func:`model_kwargs` reads them back. A flag left out passes nothing,
+so the library's (and the model's registered) defaults apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from ..evaluation import DEFAULT_MEASURES
+from ..io.pairs import PAIR_FORMATS
+from ..jobs import DEFAULT_CHUNK_SIZE
+from ..registry import RerankerKind
+
+__all__ = ["MODEL_FLAGS", "build_parser", "parse_args", "model_kwargs"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+# (flag, from_finetuned keyword, argparse settings). One row per library option.
+MODEL_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--model-class", "model_class", {"choices": [kind.value for kind in RerankerKind], "metavar": "KIND",
+                                      "help": "the reranker kind, instead of detecting it: %(choices)s"}),
+    ("--fp16", "use_fp16", {"action": "store_true", "help": "run in float16 (GPU)"}),
+    ("--bf16", "use_bf16", {"action": "store_true", "help": "run in bfloat16"}),
+    ("--batch-size", "batch_size", {"type": positive_int, "metavar": "N", "help": "largest number of pairs per forward pass"}),
+    ("--max-batch-tokens", "max_batch_tokens", {"type": positive_int, "metavar": "N", "help": "padded-token budget per forward pass"}),
+    ("--max-length", "max_length", {"type": positive_int, "metavar": "N", "help": "token limit of a pair"}),
+    ("--query-max-length", "query_max_length", {"type": positive_int, "metavar": "N", "help": "token limit of the query"}),
+    ("--passage-max-length", "passage_max_length", {"type": positive_int, "metavar": "N", "help": "token limit of the passage"}),
+    ("--normalize", "normalize", {"action": "store_true", "help": "map scores through a sigmoid to (0, 1)"}),
+    ("--device", "devices", {"action": "append", "metavar": "DEVICE",
+                             "help": "cpu, cuda, cuda:1, ...; repeat to score on several devices"}),
+    ("--query-instruction", "query_instruction_for_rerank", {"metavar": "TEXT", "help": "text put before each query"}),
+    ("--query-instruction-format", "query_instruction_format",
+     {"metavar": "FORMAT", "help": "how instruction and query are joined, e.g. '{}{}'"}),
+    ("--passage-instruction", "passage_instruction_for_rerank", {"metavar": "TEXT", "help": "text put before each passage"}),
+    ("--passage-instruction-format", "passage_instruction_format",
+     {"metavar": "FORMAT", "help": "how instruction and passage are joined, e.g. '{}{}'"}),
+    ("--prompt", "prompt", {"metavar": "TEXT", "help": "the question put to an LLM reranker"}),
+    ("--cutoff-layers", "cutoff_layers", {"type": int, "nargs": "+", "metavar": "LAYER",
+                                          "help": "layers whose scores layerwise/lightweight models return"}),
+    ("--compress-layers", "compress_layers", {"type": int, "nargs": "+", "metavar": "LAYER",
+                                              "help": "layers at which a lightweight model compresses tokens"}),
+    ("--compress-ratio", "compress_ratio", {"type": positive_int, "metavar": "N", "help": "token compression ratio (lightweight)"}),
+    ("--peft-path", "peft_path", {"metavar": "PATH", "help": "a PEFT/LoRA adapter to load on top of the model"}),
+    ("--trust-remote-code", "trust_remote_code", {"action": "store_true",
+                                                  "help": "allow the checkpoint's own Python code to run"}),
+    ("--cache-dir", "cache_dir", {"metavar": "PATH", "help": "where downloaded checkpoints are cached"}),
+)
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``from_finetuned`` keyword arguments the user set on the command line."""
+    return {keyword: getattr(args, keyword) for _, keyword, _ in MODEL_FLAGS if getattr(args, keyword) is not None}
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name")
+    group = parser.add_argument_group("model options")
+    precision = group.add_mutually_exclusive_group()
+    for flag, keyword, settings in MODEL_FLAGS:
+        # store_true flags default to None, not False, so that "not given" passes nothing.
+        target = precision if keyword in ("use_fp16", "use_bf16") else group
+        target.add_argument(flag, dest=keyword, default=None, **settings)
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar on stderr (default: only on a terminal)")
+    parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE,
+                        help="pairs sent to the model per call; each chunk is written before the next "
+                             f"(default {DEFAULT_CHUNK_SIZE})")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line; ``rank`` also takes documents after its options.
+
+    Plain argparse gives a ``nargs="*"`` positional whatever stands before the first option, so
+    ``rank MODEL --query Q DOC...`` would reject the documents; ``parse_intermixed_args``
+    collects positionals from both sides (it cannot be used on a parser with subcommands).
+    """
+    parser = build_parser()
+    if argv and argv[0] == "rank":
+        args = parser.subcommand("rank").parse_intermixed_args(argv[1:])
+        args.command = "rank"
+        return args
+    return parser.parse_args(argv)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that keeps its subcommand parsers by name."""
+
+    def subcommand(self, name: str) -> argparse.ArgumentParser:
+        return self._subcommands[name]
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="autorerank", description="Score and rerank with cross-encoder and LLM rerankers.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser._subcommands = commands.choices
+
+    rank = commands.add_parser("rank", help="rank documents for one query",
+                               description="Print the documents ranked by relevance to the query, with scores.")
+    _add_model_options(rank)
+    rank.add_argument("--query", "-q", required=True, help="the query")
+    rank.add_argument("documents", nargs="*", metavar="DOC",
+                      help="documents to rank; without any, one per line from standard input")
+    rank.add_argument("--top-k", type=positive_int, help="print only the best K")
+    rank.add_argument("--json", action="store_true", help="print JSON records {index, relevance_score, document}")
+
+    score = commands.add_parser("score", help="score a file of (query, passage) pairs",
+                                description="Score every pair of a JSONL/TSV/CSV file into a JSONL file of "
+                                            '{"index", "score"} records. Rerunning with the same --output '
+                                            "resumes after the pairs it already holds.")
+    _add_model_options(score)
+    score.add_argument("--input", "-i", required=True,
+                       help="pairs: JSONL with 'query' and 'passage' fields, or TSV/CSV with two columns; - for stdin")
+    score.add_argument("--input-format", choices=PAIR_FORMATS, help="the input format (default: from its name)")
+    score.add_argument("--output", "-o", required=True, help="JSONL scores, appended to (resumable)")
+    score.add_argument("--overwrite", action="store_true", help="start the output afresh instead of resuming")
+    _add_progress(score)
+
+    rerank = commands.add_parser("rerank-run", help="rerank a TREC run",
+                                 description="Rerank the top documents of each query of a TREC run and write "
+                                             "a TREC run; documents below --depth follow, in their order.")
+    _add_model_options(rerank)
+    rerank.add_argument("--run", required=True, help="the first-stage TREC run (qid Q0 docid rank score tag)")
+    rerank.add_argument("--queries", required=True, help="queries: TSV 'qid<TAB>text' or BEIR JSONL {_id, text}")
+    rerank.add_argument("--corpus", required=True,
+                        help="documents: BEIR JSONL {_id, title, text} or TSV 'docid<TAB>text'")
+    rerank.add_argument("--depth", type=positive_int, default=100, help="documents reranked per query (default 100)")
+    rerank.add_argument("--output", "-o", required=True, help="the reranked TREC run (written atomically)")
+    rerank.add_argument("--tag", default="autorerank", help="the run tag, last column (default autorerank)")
+    _add_progress(rerank)
+
+    evaluate = commands.add_parser("eval", help="evaluate TREC runs against qrels",
+                                   description="Print retrieval measures of a run (with ir-measures).")
+    evaluate.add_argument("--qrels", required=True, help="judgments: TREC qrels or BEIR qrels TSV")
+    evaluate.add_argument("--run", required=True, help="the TREC run to evaluate")
+    evaluate.add_argument("--metrics", "--measures", nargs="+", default=list(DEFAULT_MEASURES), metavar="MEASURE",
+                          help="e.g. ndcg@10 mrr@10 recall@100 map p@5, or ir-measures names "
+                               f"(default: {' '.join(DEFAULT_MEASURES)})")
+    evaluate.add_argument("--compare", metavar="RUN", help="a baseline run to print beside it, with the difference")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    info = commands.add_parser("info", help="show what a model is and how it was detected",
+                               description="Load a model and print its kind, how the kind was detected, "
+                                           "architecture, parameters, max length, dtype and devices.")
+    _add_model_options(info)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    return parser

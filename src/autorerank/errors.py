@@ -1,0 +1,59 @@
+"""The exceptions autorerank raises.
+
+Every error derives from :class:`AutoRerankError`, and each also derives from the
+built-in exception a caller would naturally catch, so ``except ValueError`` keeps working::
+
+    AutoRerankError
+    ├── InvalidInputError (ValueError)      bad pairs or documents passed to compute_score/rerank
+    │   └── InvalidPairTypeError (TypeError) a pair or text of the wrong type
+    ├── InvalidOptionError (ValueError)     an option value out of range (cutoff layer, compress ratio, ...)
+    ├── UnknownModelKindError (ValueError)  the checkpoint's kind could not be detected
+    ├── ModelLoadError (OSError)            a path that is missing, unreadable or does not fit the kind
+    ├── MissingDependencyError (ImportError) an optional extra is not installed
+    └── WorkerError (RuntimeError)          a multi-device worker failed; carries its traceback
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AutoRerankError",
+    "InvalidInputError",
+    "InvalidPairTypeError",
+    "InvalidOptionError",
+    "UnknownModelKindError",
+    "ModelLoadError",
+    "MissingDependencyError",
+    "WorkerError",
+]
+
+
+class AutoRerankError(Exception):
+    """Base class of every error autorerank raises on purpose."""
+
+
+class InvalidInputError(AutoRerankError, ValueError):
+    """Pairs or documents that cannot be scored as given."""
+
+
+class InvalidPairTypeError(InvalidInputError, TypeError):
+    """A pair, query or passage of the wrong Python type."""
+
+
+class InvalidOptionError(AutoRerankError, ValueError):
+    """An option whose value is out of the range the model supports."""
+
+
+class UnknownModelKindError(AutoRerankError, ValueError):
+    """The reranker kind of a checkpoint could not be worked out."""
+
+
+class ModelLoadError(AutoRerankError, OSError):
+    """A checkpoint that is missing, unreadable, or does not fit the requested kind."""
+
+
+class MissingDependencyError(AutoRerankError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+
+class WorkerError(AutoRerankError, RuntimeError):
+    """A worker process failed while scoring; the message carries its traceback."""

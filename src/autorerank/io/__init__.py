@@ -1,0 +1,38 @@
+"""Readers and writers for the files the command line works with.
+
+* :mod:`.lines`: line-numbered UTF-8 reading, :class:`InputFileError`, atomic writes;
+* :mod:`.trec`: TREC runs and qrels;
+* :mod:`.texts`: query and corpus files (BEIR JSONL or TSV);
+* :mod:`.pairs`: (query, passage) pair files (JSONL, TSV, CSV);
+* :mod:`.scores`: the resumable JSONL score output.
+"""
+
+from __future__ import annotations
+
+from .lines import InputFileError, atomic_writer, numbered_lines
+from .pairs import PAIR_FORMATS, Pair, pair_format, read_pairs
+from .scores import ScoreWriter, count_scores
+from .texts import join_title, read_corpus, read_queries
+from .trec import Qrels, Run, RunEntry, read_qrels, read_run, run_to_dict, write_run_lines
+
+__all__ = [
+    "InputFileError",
+    "atomic_writer",
+    "numbered_lines",
+    "PAIR_FORMATS",
+    "Pair",
+    "pair_format",
+    "read_pairs",
+    "ScoreWriter",
+    "count_scores",
+    "join_title",
+    "read_corpus",
+    "read_queries",
+    "Qrels",
+    "Run",
+    "RunEntry",
+    "read_qrels",
+    "read_run",
+    "run_to_dict",
+    "write_run_lines",
+]

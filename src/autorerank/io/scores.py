@@ -1,0 +1,99 @@
+"""The score output of ``autorerank score``: JSONL that is appended to and can be resumed.
+
+Each line is ``{"index": i, "score": s}``, ``i`` counting the input's pairs from 0 and ``s`` a
+number (a list of numbers when several cutoff layers are scored). Lines are appended and
+flushed chunk by chunk, so an interrupted run loses at most the chunk it was scoring, and a
+rerun continues after the last complete line. Scores are written with ``repr`` and read back
+as exactly the floats ``compute_score`` returned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from .lines import InputFileError
+
+__all__ = ["ScoreWriter", "count_scores", "score_line"]
+
+logger = logging.getLogger(__name__)
+
+Score = float | Sequence[float]
+
+
+def score_line(index: int, score: Score) -> str:
+    """One output record, newline included."""
+    value = [float(part) for part in score] if isinstance(score, Sequence) else float(score)
+    return json.dumps({"index": index, "score": value}) + "\n"
+
+
+def count_scores(path: str | os.PathLike[str]) -> int:
+    """How many pairs an existing output already holds; 0 when it does not exist.
+
+    Every complete line must be a record with the expected index, else the file is not a
+    score output of this input and an :class:`InputFileError` says which line is wrong. A last
+    line without its newline is what a crash mid-write leaves: it is cut off the file so that
+    appending continues on a clean line, and that pair is scored again.
+    """
+    target = Path(path)
+    if not target.exists():
+        return 0
+    count = 0
+    complete_bytes = 0
+    with target.open("rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            _check_record(path, count + 1, raw, expected_index=count)
+            count += 1
+            complete_bytes += len(raw)
+    if complete_bytes < target.stat().st_size:
+        logger.warning("%s: dropping an incomplete last line (an interrupted write)", path)
+        with target.open("r+b") as handle:
+            handle.truncate(complete_bytes)
+    return count
+
+
+def _check_record(path: str | os.PathLike[str], number: int, raw: bytes, *, expected_index: int) -> None:
+    hint = "; it does not look like an autorerank score output (use another --output, or --overwrite)"
+    try:
+        record = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputFileError(path, number, "not a valid JSON line" + hint) from None
+    if not isinstance(record, dict) or set(record) != {"index", "score"}:
+        raise InputFileError(path, number, "expected a record {'index': ..., 'score': ...}" + hint)
+    if record["index"] != expected_index:
+        raise InputFileError(path, number, f"index {record['index']!r} where {expected_index} was expected" + hint)
+    score = record["score"]
+    parts = score if isinstance(score, list) else [score]
+    if not parts or not all(isinstance(part, (int, float)) and not isinstance(part, bool) for part in parts):
+        raise InputFileError(path, number, f"score {score!r} is not a number or a list of numbers" + hint)
+
+
+class ScoreWriter:
+    """Appends score records to the output, durably after each chunk."""
+
+    def __init__(self, path: str | os.PathLike[str], *, start_index: int) -> None:
+        self._handle: IO[str] = open(path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed in close()
+        self._next_index = start_index
+
+    def write_chunk(self, scores: Sequence[Score]) -> None:
+        """Append one chunk and make it reach the disk before the next chunk is scored."""
+        lines = [score_line(self._next_index + offset, score) for offset, score in enumerate(scores)]
+        self._handle.write("".join(lines))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._next_index += len(lines)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> ScoreWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,275 @@
+"""File-to-file jobs on top of the public scoring API: score a pair file, rerank a TREC run.
+
+They take anything with a ``compute_score(pairs, **kwargs)`` method (a loaded reranker, or a
+fake one in tests) so that the command line stays a thin shell and these can be used from
+Python too. Work is sent to ``compute_score`` in chunks of a few thousand pairs: large enough
+for its length-sorted, token-budget batching to pay off, small enough to show progress and,
+for :func:`score_pair_file`, to make each chunk durable before the next starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from .errors import InvalidOptionError
+from .io.lines import InputFileError
+from .io.pairs import Pair, read_pairs
+from .io.scores import ScoreWriter, count_scores
+from .io.texts import read_corpus, read_queries
+from .io.trec import Run, RunEntry, read_run
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "Scorer",
+    "ScoreJob",
+    "ScoreFileResult",
+    "plan_score_job",
+    "score_pair_file",
+    "RerankInputs",
+    "RankedRun",
+    "load_rerank_inputs",
+    "rerank_run",
+]
+
+DEFAULT_CHUNK_SIZE = 4096
+
+# query id -> (doc id, score), best first
+RankedRun = dict[str, list[tuple[str, float]]]
+
+
+class Scorer(Protocol):
+    def compute_score(self, sentence_pairs: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """A checked pair file and output: what :func:`score_pair_file` will do."""
+
+    input_path: str
+    output_path: str
+    fmt: str
+    done: int  # pairs the output already holds
+
+
+@dataclass(frozen=True)
+class ScoreFileResult:
+    """How many pairs a :func:`score_pair_file` call found already scored, and scored now."""
+
+    skipped: int
+    scored: int
+
+
+def plan_score_job(
+    input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], *, fmt: str, overwrite: bool = False
+) -> ScoreJob:
+    """Check the input's first pair and the existing output, before any model is loaded.
+
+    An existing output is checked line by line (see :func:`autorerank.io.scores.count_scores`)
+    and its pairs will be skipped; ``overwrite`` empties it instead.
+    """
+    next(read_pairs(input_path, fmt), None)
+    if overwrite:
+        Path(output_path).write_bytes(b"")
+    return ScoreJob(str(input_path), str(output_path), fmt, count_scores(output_path))
+
+
+def score_pair_file(
+    scorer: Scorer, job: ScoreJob, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool | None = None
+) -> ScoreFileResult:
+    """Score the pairs of ``job`` that its output lacks, appending them chunk by chunk.
+
+    ``progress``: ``None`` shows a bar (pairs/s) only on a terminal.
+    """
+    _check_chunk_size(chunk_size)
+    pairs = read_pairs(job.input_path, job.fmt)
+    skipped = sum(1 for _ in _take(pairs, job.done))
+    if skipped < job.done:
+        raise InputFileError(
+            job.output_path,
+            None,
+            f"holds {job.done} scores but {job.input_path} has only {skipped} pairs: "
+            "it is the output of another input (use another --output, or --overwrite)",
+        )
+    scored = 0
+    with ScoreWriter(job.output_path, start_index=job.done) as writer, _bar(progress, initial=job.done) as bar:
+        for chunk in _chunks(pairs, chunk_size):
+            result = scorer.compute_score([(pair.query, pair.passage) for pair in chunk], show_progress=False)
+            writer.write_chunk(_per_pair(result, len(chunk)))
+            scored += len(chunk)
+            bar.update(len(chunk))
+    return ScoreFileResult(skipped=job.done, scored=scored)
+
+
+@dataclass(frozen=True)
+class RerankInputs:
+    """A run with the texts of its queries and of the documents to rerank."""
+
+    run: Run
+    depth: int
+    queries: dict[str, str]
+    corpus: dict[str, str]
+
+
+def load_rerank_inputs(
+    run_path: str | os.PathLike[str],
+    queries_path: str | os.PathLike[str],
+    corpus_path: str | os.PathLike[str],
+    *,
+    depth: int = 100,
+) -> RerankInputs:
+    """Read a TREC run and the texts of its queries and of each query's top ``depth`` documents.
+
+    The corpus is streamed once and only the needed documents are kept. A query or document id
+    that the texts lack is reported at the first run line that needs it.
+    """
+    if depth < 1:
+        raise InvalidOptionError(f"depth must be at least 1, got {depth}.")
+    run = read_run(run_path)
+    queries = read_queries(queries_path, set(run))
+    _require_found(run_path, queries_path, "query", {q: entries[0].line for q, entries in run.items()}, queries)
+    needed_docs = _first_lines(entries[:depth] for entries in run.values())
+    corpus = read_corpus(corpus_path, set(needed_docs))
+    _require_found(run_path, corpus_path, "document", needed_docs, corpus)
+    return RerankInputs(run, depth, queries, corpus)
+
+
+def rerank_run(
+    scorer: Scorer, inputs: RerankInputs, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool | None = None
+) -> RankedRun:
+    """Rerank the top ``depth`` documents of each query of the run.
+
+    Documents below ``depth`` follow the reranked ones in their original order, with scores
+    below the lowest reranked score (one apart), so the result is one consistent ranking.
+    """
+    _check_chunk_size(chunk_size)
+    heads = {query_id: entries[: inputs.depth] for query_id, entries in inputs.run.items()}
+    scores = _score_heads(scorer, heads, inputs.queries, inputs.corpus, chunk_size, progress)
+    return {
+        query_id: _merge(heads[query_id], scores[query_id], entries[inputs.depth :])
+        for query_id, entries in inputs.run.items()
+    }
+
+
+def _score_heads(
+    scorer: Scorer,
+    heads: dict[str, list[RunEntry]],
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    chunk_size: int,
+    progress: bool | None,
+) -> dict[str, list[float]]:
+    """Score each query's head in chunks of whole queries (one query may exceed a chunk)."""
+    scores: dict[str, list[float]] = {}
+    with _bar(progress, total=sum(len(head) for head in heads.values())) as bar:
+        for group in _query_groups(heads, chunk_size):
+            pairs = [(queries[q], corpus[entry.doc_id]) for q in group for entry in heads[q]]
+            flat = _single_scores(scorer.compute_score(pairs, show_progress=False), len(pairs))
+            start = 0
+            for query_id in group:
+                scores[query_id] = flat[start : start + len(heads[query_id])]
+                start += len(heads[query_id])
+            bar.update(len(pairs))
+    return scores
+
+
+def _merge(head: list[RunEntry], head_scores: list[float], tail: list[RunEntry]) -> list[tuple[str, float]]:
+    # sorted() is stable, so equal scores keep the first-stage order.
+    ranked = sorted(zip((entry.doc_id for entry in head), head_scores), key=lambda item: -item[1])
+    floor = ranked[-1][1]
+    return ranked + [(entry.doc_id, floor - (offset + 1)) for offset, entry in enumerate(tail)]
+
+
+def _query_groups(heads: dict[str, list[RunEntry]], chunk_size: int) -> Iterator[list[str]]:
+    group: list[str] = []
+    size = 0
+    for query_id, head in heads.items():
+        if group and size + len(head) > chunk_size:
+            yield group
+            group, size = [], 0
+        group.append(query_id)
+        size += len(head)
+    if group:
+        yield group
+
+
+def _first_lines(heads: Iterable[list[RunEntry]]) -> dict[str, int]:
+    """Each needed document id, with the first run line that asks for it."""
+    lines: dict[str, int] = {}
+    for head in heads:
+        for entry in head:
+            lines[entry.doc_id] = min(entry.line, lines.get(entry.doc_id, entry.line))
+    return lines
+
+
+def _require_found(
+    run_path: str | os.PathLike[str],
+    texts_path: str | os.PathLike[str],
+    what: str,
+    needed: dict[str, int],
+    found: dict[str, str],
+) -> None:
+    missing = [(line, item_id) for item_id, line in needed.items() if item_id not in found]
+    if missing:
+        line, item_id = min(missing)
+        more = f" ({len(missing) - 1} more {what} ids are missing too)" if len(missing) > 1 else ""
+        raise InputFileError(run_path, line, f"{what} id {item_id!r} is not in {texts_path}{more}")
+
+
+def _per_pair(result: Any, count: int) -> list[float | list[float]]:
+    """Scores as one entry per pair: a float, or a list of floats when several layers are scored.
+
+    ``compute_score`` returns one list per cutoff layer when given several; this transposes it.
+    """
+    values = list(result) if isinstance(result, (list, tuple)) else [result]
+    if values and isinstance(values[0], (list, tuple)):
+        if any(len(layer) != count for layer in values):
+            lengths = [len(layer) for layer in values]
+            raise RuntimeError(f"compute_score returned layer lists of lengths {lengths} for {count} pairs")
+        return [[float(layer[i]) for layer in values] for i in range(count)]
+    if len(values) != count:
+        raise RuntimeError(f"compute_score returned {len(values)} scores for {count} pairs")
+    return [float(value) for value in values]
+
+
+def _single_scores(result: Any, count: int) -> list[float]:
+    scores = _per_pair(result, count)
+    if scores and isinstance(scores[0], list):
+        raise InvalidOptionError("Reranking needs one score per document: pass a single --cutoff-layers value.")
+    return scores  # type: ignore[return-value]
+
+
+def _take(pairs: Iterator[Pair], count: int) -> Iterator[Pair]:
+    for _ in range(count):
+        pair = next(pairs, None)
+        if pair is None:
+            return
+        yield pair
+
+
+def _chunks(pairs: Iterator[Pair], size: int) -> Iterator[list[Pair]]:
+    chunk: list[Pair] = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise InvalidOptionError(f"chunk_size must be at least 1, got {chunk_size}.")
+
+
+def _bar(progress: bool | None, *, total: int | None = None, initial: int = 0) -> tqdm:
+    # disable=None lets tqdm show the bar only when stderr is a terminal.
+    disable = None if progress is None else not progress
+    return tqdm(total=total, initial=initial, unit="pair", unit_scale=True, disable=disable)
+
