@@ -1,0 +1,61 @@
+"""Shared test helpers: where the fixtures are, the golden records, cached rerankers."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+GOLDEN_PATH = FIXTURES / "golden_public.json"
+
+
+@functools.lru_cache(maxsize=1)
+def golden() -> dict[str, Any]:
+    with open(GOLDEN_PATH, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def golden_records(prefix: str = "") -> list[dict[str, Any]]:
+    """Golden records whose fixture folder starts with ``prefix``."""
+    return [record for record in golden()["records"] if record["fixture"].startswith(prefix)]
+
+
+def golden_case(case_id: str) -> dict[str, Any]:
+    return next(record for record in golden()["records"] if record["case_id"] == case_id)
+
+
+def tolerance(fixture: str) -> float:
+    """The parity tolerance the fixtures README asks for: max(1e-4, suggested)."""
+    suggested = golden()["meta"]["suggested_abs_tolerance"]
+    return max(1e-4, suggested[fixture.rstrip("/")])
+
+
+def fixture_path(fixture: str) -> str:
+    return str(FIXTURES / fixture)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_reranker(fixture: str, **kwargs: Any):
+    """One loaded reranker per fixture and options, shared across tests (scoring does not mutate it)."""
+    from autorerank import AutoReranker
+
+    return AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def enc_path() -> str:
+    return fixture_path("enc/bge-reranker-v2-m3")
+
+
+@pytest.fixture(scope="session")
+def sample_pairs() -> list[list[str]]:
+    return golden_case("enc-auto-default")["pairs"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not GOLDEN_PATH.is_file():
+        raise pytest.UsageError(f"Fixtures not found at {FIXTURES}; the repo must sit next to shared/.")
