@@ -1,0 +1,63 @@
+"""Devices and precision: resolution rules, and several devices scoring in worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import cached_reranker, fixture_path, golden_case
+
+from autorerank import AutoReranker, InvalidOptionError, WorkerError
+from autorerank.devices import resolve_devices, resolve_dtype
+
+ENC = "enc/bge-reranker-v2-m3"
+
+
+def test_device_resolution_follows_flagembedding():
+    assert resolve_devices("cpu") == ["cpu"]
+    assert resolve_devices(1) == ["cuda:1"]
+    assert resolve_devices([0, 1]) == ["cuda:0", "cuda:1"]
+    assert resolve_devices(["cpu", "cpu"]) == ["cpu", "cpu"]
+    if not torch.cuda.is_available():
+        assert resolve_devices(None) in (["cpu"], ["mps"])
+    for bad in ([], [1.5], "no-such-device"):
+        with pytest.raises(InvalidOptionError):
+            resolve_devices(bad)
+
+
+def test_precision_rules():
+    with pytest.warns(UserWarning, match="use_fp16"):
+        assert resolve_dtype(True, False, ["cpu"]) is torch.float32
+    assert resolve_dtype(True, False, ["cuda:0"]) is torch.float16
+    assert resolve_dtype(False, True, ["cpu"]) is torch.bfloat16
+    assert resolve_dtype(False, False, ["cuda:0"]) is torch.float32
+
+
+def test_bf16_encoder_ranks_like_fp32():
+    pairs = golden_case("enc-auto-default")["pairs"]
+    bf16 = AutoReranker.from_finetuned(fixture_path(ENC), devices="cpu", use_bf16=True)
+    assert bf16.info.dtype == "bfloat16"
+    fp32 = np.array(cached_reranker(ENC).compute_score(pairs))
+    low = np.array(bf16.compute_score(pairs))
+    assert np.abs(low - fp32).max() < 0.1
+    assert np.corrcoef(np.argsort(np.argsort(low)), np.argsort(np.argsort(fp32)))[0, 1] > 0.98
+
+
+@pytest.mark.slow
+def test_several_devices_score_in_worker_processes_like_one():
+    pairs = golden_case("enc-auto-default")["pairs"]
+    with AutoReranker.from_finetuned(fixture_path(ENC), devices=["cpu", "cpu"]) as reranker:
+        scores = reranker.compute_score(pairs)
+        np.testing.assert_allclose(scores, cached_reranker(ENC).compute_score(pairs), atol=2e-5)
+        assert reranker.compute_score(pairs[:1]) == pytest.approx(scores[:1], abs=2e-5)  # pool is reused
+    assert reranker._pool is None
+
+
+@pytest.mark.slow
+def test_a_failing_worker_raises_in_the_caller_instead_of_hanging():
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA, so that the cuda worker fails to start")
+    reranker = AutoReranker.from_finetuned(fixture_path(ENC), devices=["cpu", "cuda:0"])
+    with pytest.raises(WorkerError, match="cuda"):
+        reranker.compute_score([("q", "p"), ("q", "p2")])
+    reranker.close()
