@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download; set before huggingface_hub is imported
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 GOLDEN_PATH = FIXTURES / "golden_public.json"

@@ -99,3 +99,8 @@ def test_kind_from_config_fields():
     assert kind_from_config({"model_type": "minicpm", "start_layer": 8}) is RerankerKind.DECODER_ONLY_LAYERWISE
     assert kind_from_config({"model_type": "cost_wise_gemma"}) is RerankerKind.DECODER_ONLY_LIGHTWEIGHT
     assert kind_from_config({"architectures": ["BertModel"]}) is None
+
+
+def test_an_unreachable_uncached_hub_name_fails_fast_with_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="not in the hub cache"):
+        AutoReranker.from_finetuned("BAAI/bge-reranker-v2-m3", cache_dir=str(tmp_path))

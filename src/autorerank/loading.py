@@ -53,15 +53,21 @@ def resolve_file(model_name_or_path: str, filename: str, cache_dir: str | None =
             "(and it is not a hub name of the form 'org/name')."
         )
     hub = require("huggingface_hub", "core", "Loading a model by hub name")
+    from huggingface_hub import errors as hub_errors
+
     try:
         return Path(hub.hf_hub_download(model_name_or_path, filename, cache_dir=cache_dir))
-    except hub.errors.EntryNotFoundError:
-        return None
-    except (hub.errors.RepositoryNotFoundError, hub.errors.LocalEntryNotFoundError, OSError) as exc:
+    except hub_errors.LocalEntryNotFoundError as exc:  # offline or unreachable, and not in the cache
+        if hub.try_to_load_from_cache(model_name_or_path, "config.json", cache_dir=cache_dir):
+            return None  # the repository is cached; this file is simply not part of it
         raise ModelLoadError(
-            f"Cannot find {filename!r} for {model_name_or_path!r}: not a local folder, and the hub "
-            f"copy could not be reached or is not cached ({type(exc).__name__}: {exc})."
+            f"Cannot load {model_name_or_path!r}: it is not a local folder, the Hugging Face hub cannot be "
+            f"reached, and it is not in the hub cache. Pass a local path or set cache_dir. ({exc})"
         ) from exc
+    except hub_errors.EntryNotFoundError:
+        return None
+    except (hub_errors.RepositoryNotFoundError, OSError) as exc:
+        raise ModelLoadError(f"Cannot find {filename!r} for {model_name_or_path!r}: {exc}") from exc
 
 
 def read_json(model_name_or_path: str, filename: str, cache_dir: str | None = None) -> dict[str, Any]:

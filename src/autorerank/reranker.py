@@ -108,6 +108,7 @@ class Reranker(ABC):
         model = self._load_model(cache_dir=cache_dir, trust_remote_code=trust_remote_code)
         if peft_path:
             model = merge_peft(model, peft_path)
+        model = self._runtime_model(model)
         # Several devices: this copy stays on the CPU; each worker process loads its own.
         self.device = torch.device(self.devices[0] if len(self.devices) == 1 else "cpu")
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -126,6 +127,10 @@ class Reranker(ABC):
     @abstractmethod
     def _score_batch(self, batch: Batch, options: ScoringOptions) -> torch.Tensor:
         """Scores of one padded batch: shape ``(n_outputs, B)``."""
+
+    def _runtime_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module that will run the weights (another runtime, such as ONNX Runtime, may wrap them)."""
+        return model
 
     def _n_outputs(self, options: ScoringOptions) -> int:
         """Scores per pair (one per cutoff layer for the layer-wise kinds)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from ..batching import Batch, Features
-from ..errors import ModelLoadError
+from ..errors import InvalidOptionError, ModelLoadError
 from ..loading import dtype_kwargs, load_pretrained
 from ..options import ScoringOptions
 from ..ragged import Ragged
@@ -29,6 +30,31 @@ class EncoderReranker(Reranker):
     """
 
     padding_side = "right"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        backend: str = "torch",
+        quantize: str | None = None,
+        onnx_dir: str | None = None,
+        **options: Any,
+    ) -> None:
+        if backend not in ("torch", "onnx"):
+            raise InvalidOptionError(f"backend must be 'torch' or 'onnx', got {backend!r}.")
+        if quantize not in (None, "int8"):
+            raise InvalidOptionError(f"quantize must be None or 'int8', got {quantize!r}.")
+        if quantize is not None and backend != "onnx":
+            raise InvalidOptionError("quantize='int8' needs backend='onnx'.")
+        self.backend, self._quantize, self._onnx_dir = backend, quantize, onnx_dir
+        super().__init__(model_name_or_path, **options)
+
+    def _runtime_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.backend == "onnx":
+            from ..backends.onnx import load_onnx_model
+
+            return load_onnx_model(model, self.model_name_or_path, quantize=self._quantize, onnx_dir=self._onnx_dir)
+        return model
 
     def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
         model = load_pretrained(
