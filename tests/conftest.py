@@ -59,6 +59,17 @@ def sample_pairs() -> list[list[str]]:
     return golden_case("enc-auto-default")["pairs"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The fixture models are tiny: threads gain nothing, and idle OpenMP workers on a busy machine cost ~10x."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not GOLDEN_PATH.is_file():
         raise pytest.UsageError(f"Fixtures not found at {FIXTURES}; the repo must sit next to shared/.")

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("ir_measures")
 
-from autorerank.errors import InvalidInputError, InvalidOptionError  # noqa: E402
-from autorerank.evaluation import evaluate, format_table, parse_measures  # noqa: E402
+from autorerank.errors import InvalidInputError, InvalidOptionError
+from autorerank.evaluation import evaluate, format_table, parse_measures
 
 # Judgments: q1 has three relevant documents (a: 2, b: 1, z: 1, never retrieved) and one
 # judged non-relevant (c); q2 has one (e); q3 is judged but absent from the run.
@@ -51,12 +51,21 @@ def test_measures_match_hand_computed_values():
 
 def test_perfect_run_scores_one():
     qrels = {"q1": {"a": 1}}
-    assert evaluate(qrels, {"q1": {"a": 2.0, "b": 1.0}}, ["ndcg@10", "mrr@10"]).values == {"nDCG@10": 1.0, "RR@10": 1.0}
+    assert evaluate(qrels, {"q1": {"a": 2.0, "b": 1.0}}, ["ndcg@10", "mrr@10"]).values == {
+        "nDCG@10": 1.0,
+        "RR@10": 1.0,
+    }
 
 
 def test_measure_spellings():
-    assert [str(m) for m in parse_measures(["NDCG@10", "MRR@10", "Recall@5", "map", "nDCG@10", "P(rel=2)@5"])] == [
-        "nDCG@10", "RR@10", "R@5", "AP", "P(rel=2)@5",
+    assert [
+        str(m) for m in parse_measures(["NDCG@10", "MRR@10", "Recall@5", "map", "nDCG@10", "P(rel=2)@5"])
+    ] == [
+        "nDCG@10",
+        "RR@10",
+        "R@5",
+        "AP",
+        "P(rel=2)@5",
     ]
     with pytest.raises(InvalidOptionError, match="Unknown measure 'bleu@4'"):
         parse_measures(["bleu@4"])

@@ -42,7 +42,9 @@ PAIRS = [("red apple", f"the red apple number {i}" + " x" * i) for i in range(7)
 
 
 def pairs_file(tmp_path, pairs=PAIRS):
-    return write(tmp_path / "pairs.jsonl", "".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in pairs))
+    return write(
+        tmp_path / "pairs.jsonl", "".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in pairs)
+    )
 
 
 def read_scores(path):
@@ -55,7 +57,9 @@ def test_score_file_in_chunks(tmp_path):
     result = score_pair_file(scorer, job, chunk_size=3, progress=False)
     assert (result.skipped, result.scored) == (0, 7)
     assert scorer.calls == [3, 3, 1]
-    assert read_scores(tmp_path / "out.jsonl") == [{"index": i, "score": fake_score(*pair)} for i, pair in enumerate(PAIRS)]
+    assert read_scores(tmp_path / "out.jsonl") == [
+        {"index": i, "score": fake_score(*pair)} for i, pair in enumerate(PAIRS)
+    ]
 
 
 def test_score_file_resumes_after_an_interrupted_run(tmp_path):
@@ -72,7 +76,9 @@ def test_score_file_resumes_after_an_interrupted_run(tmp_path):
     expected = [100.0, 101.0] + [fake_score(*pair) for pair in PAIRS[2:]]  # the kept lines are not rescored
     assert read_scores(out) == [{"index": i, "score": s} for i, s in enumerate(expected)]
     # A second rerun finds nothing left to do.
-    again = score_pair_file(FakeScorer(), plan_score_job(tmp_path / "pairs.jsonl", out, fmt="jsonl"), progress=False)
+    again = score_pair_file(
+        FakeScorer(), plan_score_job(tmp_path / "pairs.jsonl", out, fmt="jsonl"), progress=False
+    )
     assert (again.skipped, again.scored) == (7, 0)
 
 
@@ -87,7 +93,9 @@ def test_score_file_keeps_chunks_written_before_a_bad_line(tmp_path):
 
 
 def test_score_file_refuses_an_output_longer_than_the_input(tmp_path):
-    out = write(tmp_path / "out.jsonl", "".join(json.dumps({"index": i, "score": 0.0}) + "\n" for i in range(9)))
+    out = write(
+        tmp_path / "out.jsonl", "".join(json.dumps({"index": i, "score": 0.0}) + "\n" for i in range(9))
+    )
     job = plan_score_job(pairs_file(tmp_path), out, fmt="jsonl")
     with pytest.raises(InputFileError, match="holds 9 scores but .* has only 7 pairs"):
         score_pair_file(FakeScorer(), job, progress=False)
@@ -145,10 +153,16 @@ def test_rerank_run_reorders_the_head_and_keeps_the_tail(collection):
     assert set(inputs.queries) == {"q1", "q2"}
     scorer = FakeScorer()
     ranked = rerank_run(scorer, inputs, chunk_size=100, progress=False)
-    s = {doc: fake_score(q, t) for doc, q, t in [
-        ("d1", "red apple", "nothing here"), ("d2", "red apple", "red apple pie"), ("d3", "red apple", "Red apple"),
-        ("d4", "blue sky", "blue sky and sea"), ("d5", "blue sky", "sky"),
-    ]}
+    s = {
+        doc: fake_score(q, t)
+        for doc, q, t in [
+            ("d1", "red apple", "nothing here"),
+            ("d2", "red apple", "red apple pie"),
+            ("d3", "red apple", "Red apple"),
+            ("d4", "blue sky", "blue sky and sea"),
+            ("d5", "blue sky", "sky"),
+        ]
+    }
     assert ranked["q1"] == [("d2", s["d2"]), ("d3", s["d3"]), ("d1", s["d1"]), ("d6", s["d1"] - 1)]
     assert ranked["q2"] == [("d4", s["d4"]), ("d5", s["d5"])]
     assert scorer.calls == [5]  # both queries in one chunk
@@ -167,7 +181,9 @@ def test_missing_query_and_document_ids_name_the_run_line(collection, tmp_path):
     with pytest.raises(InputFileError, match=r"bad\.trec:7: query id 'q7' is not in .*queries\.tsv"):
         load_rerank_inputs(bad_run, queries, corpus)
     bad_run = write(tmp_path / "bad.trec", run.read_text() + "q2 Q0 d9 3 1.0 bm25\nq2 Q0 d8 4 0.5 bm25\n")
-    with pytest.raises(InputFileError, match=r"bad\.trec:7: document id 'd9' is not in .*corpus\.jsonl \(1 more"):
+    with pytest.raises(
+        InputFileError, match=r"bad\.trec:7: document id 'd9' is not in .*corpus\.jsonl \(1 more"
+    ):
         load_rerank_inputs(bad_run, queries, corpus)
     # Below the depth, an unknown document is fine: its text is never needed.
     assert load_rerank_inputs(bad_run, queries, corpus, depth=2).run["q2"][-1].doc_id == "d8"
@@ -190,3 +206,29 @@ def test_reranked_run_round_trips_through_the_reader(collection, tmp_path):
     back = read_run(out)
     assert {q: [(e.doc_id, e.score) for e in entries] for q, entries in back.items()} == ranked
     assert [e.rank for e in back["q1"]] == [1, 2, 3, 4]
+
+
+def test_an_interrupted_score_job_resumes_where_it_stopped(tmp_path):
+    class InterruptedScorer(FakeScorer):
+        def compute_score(self, pairs, show_progress=None):
+            if len(self.calls) == 2:
+                raise KeyboardInterrupt  # Ctrl-C during the third chunk
+            return super().compute_score(pairs, show_progress)
+
+    source, out = pairs_file(tmp_path), tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score_pair_file(
+            InterruptedScorer(), plan_score_job(source, out, fmt="jsonl"), chunk_size=2, progress=False
+        )
+    assert len(read_scores(out)) == 4  # the two chunks finished before the interrupt
+    scorer = FakeScorer()
+    score_pair_file(scorer, plan_score_job(source, out, fmt="jsonl"), chunk_size=2, progress=False)
+    assert scorer.calls == [2, 1]
+    assert read_scores(out) == [{"index": i, "score": fake_score(*pair)} for i, pair in enumerate(PAIRS)]
+
+
+def test_output_cannot_be_the_input(tmp_path):
+    source = pairs_file(tmp_path)
+    with pytest.raises(InputFileError, match="is the input file too"):
+        plan_score_job(source, tmp_path / "." / "pairs.jsonl", fmt="jsonl")
+    assert len(source.read_text().splitlines()) == len(PAIRS)

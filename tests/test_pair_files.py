@@ -30,7 +30,7 @@ def test_jsonl_pairs_as_objects_and_arrays(tmp_path):
 
 
 def test_tsv_pairs_skip_a_header(tmp_path):
-    path = write(tmp_path / "pairs.tsv", "query\tpassage\nwhat\tanswer\r\nhow\t\"quoted\" text\n")
+    path = write(tmp_path / "pairs.tsv", 'query\tpassage\nwhat\tanswer\r\nhow\t"quoted" text\n')
     assert pairs_of(path) == [("what", "answer", 2), ("how", '"quoted" text', 3)]
 
 
@@ -58,7 +58,11 @@ def test_format_from_name_or_explicit(tmp_path):
     ("name", "text", "problem"),
     [
         ("p.jsonl", '{"query": "q", "passage": "p"}\n{"query": "q"}\n', r":2: missing field 'passage'"),
-        ("p.jsonl", '{"query": "q", "passage": "p"}\n{"query": 1, "passage": "p"}\n', r":2: the query must be a string"),
+        (
+            "p.jsonl",
+            '{"query": "q", "passage": "p"}\n{"query": 1, "passage": "p"}\n',
+            r":2: the query must be a string",
+        ),
         ("p.jsonl", '{"query": "q", "passage": "p"}\n"just text"\n', r':2: expected \{"query"'),
         ("p.tsv", "q\tp\nq only\n", r":2: expected 2 tab-separated columns 'query<TAB>passage', found 1"),
         ("p.tsv", "q\tp\nq\tp\textra\n", r":2: expected 2 tab-separated columns .* found 3"),
@@ -101,7 +105,9 @@ def test_score_writer_appends_records_that_read_back_exactly(tmp_path):
 
 
 def test_count_scores_drops_a_truncated_last_line(tmp_path):
-    out = write(tmp_path / "scores.jsonl", '{"index": 0, "score": 1.0}\n{"index": 1, "score": 2.0}\n{"index": 2, "sc')
+    out = write(
+        tmp_path / "scores.jsonl", '{"index": 0, "score": 1.0}\n{"index": 1, "score": 2.0}\n{"index": 2, "sc'
+    )
     assert count_scores(out) == 2
     assert out.read_text() == '{"index": 0, "score": 1.0}\n{"index": 1, "score": 2.0}\n'
 

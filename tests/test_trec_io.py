@@ -8,7 +8,15 @@ import io
 import pytest
 
 from autorerank.errors import InvalidInputError
-from autorerank.io import InputFileError, atomic_writer, read_corpus, read_qrels, read_queries, read_run, write_run_lines
+from autorerank.io import (
+    InputFileError,
+    atomic_writer,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_run,
+    write_run_lines,
+)
 
 
 def write(path, text: str | bytes):
@@ -63,7 +71,9 @@ def test_bad_run_lines_name_file_and_line(tmp_path, line, problem):
 
 def test_duplicate_document_in_a_run_is_an_error(tmp_path):
     path = write(tmp_path / "dup.trec", "q1 Q0 a 1 2.0 t\nq2 Q0 a 1 2.0 t\nq1 Q0 a 2 1.0 t\n")
-    with pytest.raises(InputFileError, match=r"dup\.trec:3: document 'a' appears twice for query 'q1' \(first on line 1\)"):
+    with pytest.raises(
+        InputFileError, match=r"dup\.trec:3: document 'a' appears twice for query 'q1' \(first on line 1\)"
+    ):
         read_run(path)
 
 
@@ -87,15 +97,18 @@ def test_written_run_reads_back_with_exact_scores(tmp_path):
     assert lines[0] == "q7 Q0 d1 1 0.30000000000000004 tag"
     assert [line.split()[3] for line in lines] == ["1", "2", "3"]
     run = read_run(write(tmp_path / "out.trec", buffer.getvalue()))
-    assert {entry.doc_id: entry.score for entry in run["q7"]} == {"d1": scores[0], "d2": scores[1], "d3": scores[2]}
+    assert {entry.doc_id: entry.score for entry in run["q7"]} == {
+        "d1": scores[0],
+        "d2": scores[1],
+        "d3": scores[2],
+    }
 
 
 def test_atomic_writer_keeps_the_old_file_when_writing_fails(tmp_path):
     target = write(tmp_path / "out.trec", "old content\n")
-    with pytest.raises(RuntimeError):
-        with atomic_writer(target) as handle:
-            handle.write("half of the new")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write("half of the new")
+        raise RuntimeError("crash while writing")
     assert target.read_text() == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.trec"]  # no temporary file left behind
     with atomic_writer(target) as handle:
@@ -108,7 +121,9 @@ def test_atomic_writer_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_qrels_in_trec_and_beir_formats(tmp_path):
     trec = read_qrels(write(tmp_path / "qrels.txt", "q1 0 a 2\nq1 0 b 0\n\nq2 Q0 c 1\n"))
-    beir = read_qrels(write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\ta\t2\nq1\tb\t0\nq2\tc\t1\n"))
+    beir = read_qrels(
+        write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\ta\t2\nq1\tb\t0\nq2\tc\t1\n")
+    )
     assert trec == beir == {"q1": {"a": 2, "b": 0}, "q2": {"c": 1}}
 
 
@@ -138,7 +153,11 @@ def test_beir_corpus_joins_title_and_text_like_beir(tmp_path):
     )
     corpus = read_corpus(path, {"d1", "d2", "3", "absent"})
     # BEIR: (title + " " + text).strip()
-    assert corpus == {"d1": "Paris is the capital of France.", "d2": "no title", "3": "integer id, no title field"}
+    assert corpus == {
+        "d1": "Paris is the capital of France.",
+        "d2": "no title",
+        "3": "integer id, no title field",
+    }
 
 
 def test_queries_tsv_and_jsonl_keep_text_verbatim(tmp_path):

@@ -19,6 +19,8 @@ from .errors import (
     WorkerError,
 )
 from .kinds.encoder import EncoderReranker
+from .kinds.layerwise import LayerWiseLLMReranker
+from .kinds.lightweight import LightweightLLMReranker
 from .kinds.llm import LLMReranker
 from .registry import RerankerKind
 from .reranker import Reranker
@@ -28,6 +30,8 @@ from .results import ModelInfo, RerankResult
 FlagAutoReranker = AutoReranker
 FlagReranker = EncoderReranker
 FlagLLMReranker = LLMReranker
+LayerWiseFlagLLMReranker = LayerWiseLLMReranker
+LightWeightFlagLLMReranker = LightweightLLMReranker
 
 __version__ = "0.1.0"
 
@@ -37,11 +41,15 @@ __all__ = [
     "RerankerKind",
     "EncoderReranker",
     "LLMReranker",
+    "LayerWiseLLMReranker",
+    "LightweightLLMReranker",
     "RerankResult",
     "ModelInfo",
     "FlagAutoReranker",
     "FlagReranker",
     "FlagLLMReranker",
+    "LayerWiseFlagLLMReranker",
+    "LightWeightFlagLLMReranker",
     "AutoRerankError",
     "InvalidInputError",
     "InvalidPairTypeError",

@@ -28,7 +28,7 @@ from typing import Any
 from .errors import InvalidInputError, InvalidOptionError
 from .optional import require
 
-__all__ = ["DEFAULT_MEASURES", "Evaluation", "parse_measures", "evaluate", "format_table"]
+__all__ = ["DEFAULT_MEASURES", "Evaluation", "evaluate", "format_table", "parse_measures"]
 
 DEFAULT_MEASURES = ("ndcg@10", "mrr@10", "recall@100")
 

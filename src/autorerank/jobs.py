@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from .errors import InvalidOptionError
-from .io.lines import InputFileError
+from .io.lines import STDIN, InputFileError
 from .io.pairs import Pair, read_pairs
 from .io.scores import ScoreWriter, count_scores
 from .io.texts import read_corpus, read_queries
@@ -26,15 +26,15 @@ from .io.trec import Run, RunEntry, read_run
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "Scorer",
-    "ScoreJob",
-    "ScoreFileResult",
-    "plan_score_job",
-    "score_pair_file",
-    "RerankInputs",
     "RankedRun",
+    "RerankInputs",
+    "ScoreFileResult",
+    "ScoreJob",
+    "Scorer",
     "load_rerank_inputs",
+    "plan_score_job",
     "rerank_run",
+    "score_pair_file",
 ]
 
 DEFAULT_CHUNK_SIZE = 4096
@@ -66,14 +66,21 @@ class ScoreFileResult:
 
 
 def plan_score_job(
-    input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], *, fmt: str, overwrite: bool = False
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    fmt: str,
+    overwrite: bool = False,
 ) -> ScoreJob:
     """Check the input's first pair and the existing output, before any model is loaded.
 
     An existing output is checked line by line (see :func:`autorerank.io.scores.count_scores`)
     and its pairs will be skipped; ``overwrite`` empties it instead.
     """
-    next(read_pairs(input_path, fmt), None)
+    if str(input_path) != STDIN:  # standard input cannot be read twice
+        if Path(output_path).resolve() == Path(input_path).resolve():
+            raise InputFileError(output_path, None, "is the input file too; choose another --output")
+        next(read_pairs(input_path, fmt), None)
     if overwrite:
         Path(output_path).write_bytes(b"")
     return ScoreJob(str(input_path), str(output_path), fmt, count_scores(output_path))
@@ -97,7 +104,10 @@ def score_pair_file(
             "it is the output of another input (use another --output, or --overwrite)",
         )
     scored = 0
-    with ScoreWriter(job.output_path, start_index=job.done) as writer, _bar(progress, initial=job.done) as bar:
+    with (
+        ScoreWriter(job.output_path, start_index=job.done) as writer,
+        _bar(progress, "Scoring", initial=job.done) as bar,
+    ):
         for chunk in _chunks(pairs, chunk_size):
             result = scorer.compute_score([(pair.query, pair.passage) for pair in chunk], show_progress=False)
             writer.write_chunk(_per_pair(result, len(chunk)))
@@ -132,7 +142,9 @@ def load_rerank_inputs(
         raise InvalidOptionError(f"depth must be at least 1, got {depth}.")
     run = read_run(run_path)
     queries = read_queries(queries_path, set(run))
-    _require_found(run_path, queries_path, "query", {q: entries[0].line for q, entries in run.items()}, queries)
+    _require_found(
+        run_path, queries_path, "query", {q: entries[0].line for q, entries in run.items()}, queries
+    )
     needed_docs = _first_lines(entries[:depth] for entries in run.values())
     corpus = read_corpus(corpus_path, set(needed_docs))
     _require_found(run_path, corpus_path, "document", needed_docs, corpus)
@@ -140,7 +152,11 @@ def load_rerank_inputs(
 
 
 def rerank_run(
-    scorer: Scorer, inputs: RerankInputs, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool | None = None
+    scorer: Scorer,
+    inputs: RerankInputs,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool | None = None,
 ) -> RankedRun:
     """Rerank the top ``depth`` documents of each query of the run.
 
@@ -166,7 +182,7 @@ def _score_heads(
 ) -> dict[str, list[float]]:
     """Score each query's head in chunks of whole queries (one query may exceed a chunk)."""
     scores: dict[str, list[float]] = {}
-    with _bar(progress, total=sum(len(head) for head in heads.values())) as bar:
+    with _bar(progress, "Reranking", total=sum(len(head) for head in heads.values())) as bar:
         for group in _query_groups(heads, chunk_size):
             pairs = [(queries[q], corpus[entry.doc_id]) for q in group for entry in heads[q]]
             flat = _single_scores(scorer.compute_score(pairs, show_progress=False), len(pairs))
@@ -240,7 +256,9 @@ def _per_pair(result: Any, count: int) -> list[float | list[float]]:
 def _single_scores(result: Any, count: int) -> list[float]:
     scores = _per_pair(result, count)
     if scores and isinstance(scores[0], list):
-        raise InvalidOptionError("Reranking needs one score per document: pass a single --cutoff-layers value.")
+        raise InvalidOptionError(
+            "Reranking needs one score per document: pass a single --cutoff-layers value."
+        )
     return scores  # type: ignore[return-value]
 
 
@@ -268,8 +286,7 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise InvalidOptionError(f"chunk_size must be at least 1, got {chunk_size}.")
 
 
-def _bar(progress: bool | None, *, total: int | None = None, initial: int = 0) -> tqdm:
+def _bar(progress: bool | None, desc: str, *, total: int | None = None, initial: int = 0) -> tqdm:
     # disable=None lets tqdm show the bar only when stderr is a terminal.
     disable = None if progress is None else not progress
-    return tqdm(total=total, initial=initial, unit="pair", unit_scale=True, disable=disable)
-
+    return tqdm(desc=desc, total=total, initial=initial, unit=" pairs", unit_scale=True, disable=disable)

@@ -45,7 +45,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     except (AutoRerankError, OSError) as exc:  # our errors say file, line and fix; OSErrors name the path
         return _fail(EXIT_USAGE, _describe(exc))
     except KeyboardInterrupt:
-        return _fail(EXIT_INTERRUPTED, "interrupted")
+        kept = (
+            "; the scores written so far are kept: rerun the same command to resume"
+            if args.command == "score"
+            else ""
+        )
+        return _fail(EXIT_INTERRUPTED, "interrupted" + kept)
 
 
 def _fail(code: int, message: str) -> int:

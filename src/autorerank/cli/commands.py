@@ -14,18 +14,30 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import evaluation, jobs
+from ..errors import InvalidOptionError
 from ..io.lines import STDIN, InputFileError, atomic_writer, numbered_lines
 from ..io.pairs import pair_format
 from ..io.trec import read_qrels, read_run, run_to_dict, write_run_lines
-from .parser import model_kwargs
+from .parser import MODEL_FLAGS, model_kwargs
 
 __all__ = ["COMMANDS"]
 
 
 def _load_model(args: argparse.Namespace) -> Any:
-    from .. import AutoReranker  # the model stack (torch) is only needed by commands that score
+    from .. import AutoReranker
 
-    return AutoReranker.from_finetuned(args.model, **model_kwargs(args))
+    kwargs = model_kwargs(args)
+    try:
+        return AutoReranker.from_finetuned(args.model, **kwargs)
+    except TypeError as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
+        flags = [
+            option.flag
+            for option in MODEL_FLAGS
+            if option.keyword in kwargs and repr(option.keyword) in str(exc)
+        ]
+        if not flags:
+            raise
+        raise InvalidOptionError(f"{', '.join(flags)} does not apply to this model ({exc})") from None
 
 
 def _check_output_dir(path: str) -> None:
@@ -42,14 +54,21 @@ def _format_score(score: Any) -> str:
 def run_rank(args: argparse.Namespace, out: TextIO) -> int:
     documents = args.documents or [text for _, text in numbered_lines(STDIN) if text.strip()]
     if not documents:
-        raise InputFileError(STDIN, None, "no documents: pass them as arguments or one per line on standard input")
+        raise InputFileError(
+            STDIN, None, "no documents: pass them as arguments or one per line on standard input"
+        )
     with _load_model(args) as reranker:
         results = reranker.rerank(args.query, documents, top_k=args.top_k)
     if args.json:
-        out.write(json.dumps([dataclasses.asdict(result) for result in results], ensure_ascii=False, indent=2) + "\n")
+        out.write(
+            json.dumps([dataclasses.asdict(result) for result in results], ensure_ascii=False, indent=2)
+            + "\n"
+        )
         return 0
-    for rank, result in enumerate(results, start=1):
-        out.write(f"{rank}\t{_format_score(result.relevance_score)}\t{result.document}\n")
+    out.writelines(
+        f"{rank}\t{_format_score(result.relevance_score)}\t{result.document}\n"
+        for rank, result in enumerate(results, start=1)
+    )
     return 0
 
 
@@ -65,8 +84,6 @@ def run_score(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_rerank_run(args: argparse.Namespace, out: TextIO) -> int:
-    if any(ch.isspace() for ch in args.tag) or not args.tag:
-        raise InputFileError(args.output, None, f"the run tag {args.tag!r} must be one word without spaces")
     _check_output_dir(args.output)
     inputs = jobs.load_rerank_inputs(args.run, args.queries, args.corpus, depth=args.depth)
     with _load_model(args) as reranker:
@@ -83,7 +100,9 @@ def run_eval(args: argparse.Namespace, out: TextIO) -> int:
     evaluation.parse_measures(args.metrics)  # an unknown measure fails before any file is read
     qrels = read_qrels(args.qrels)
     paths = [args.compare, args.run] if args.compare else [args.run]
-    columns = [(path, evaluation.evaluate(qrels, run_to_dict(read_run(path)), args.metrics)) for path in paths]
+    columns = [
+        (path, evaluation.evaluate(qrels, run_to_dict(read_run(path)), args.metrics)) for path in paths
+    ]
     if args.json:
         records = {path: dataclasses.asdict(result) for path, result in columns}
         out.write(json.dumps(records, indent=2) + "\n")

@@ -8,7 +8,8 @@ so the library's (and the model's registered) defaults apply.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..evaluation import DEFAULT_MEASURES
@@ -16,7 +17,7 @@ from ..io.pairs import PAIR_FORMATS
 from ..jobs import DEFAULT_CHUNK_SIZE
 from ..registry import RerankerKind
 
-__all__ = ["MODEL_FLAGS", "build_parser", "parse_args", "model_kwargs"]
+__all__ = ["MODEL_FLAGS", "ModelFlag", "build_parser", "model_kwargs", "parse_args"]
 
 
 def positive_int(text: str) -> int:
@@ -30,60 +31,112 @@ def positive_int(text: str) -> int:
     return value
 
 
-# (flag, from_finetuned keyword, argparse settings). One row per library option.
-MODEL_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--model-class", "model_class", {"choices": [kind.value for kind in RerankerKind], "metavar": "KIND",
-                                      "help": "the reranker kind, instead of detecting it: %(choices)s"}),
-    ("--fp16", "use_fp16", {"action": "store_true", "help": "run in float16 (GPU)"}),
-    ("--bf16", "use_bf16", {"action": "store_true", "help": "run in bfloat16"}),
-    ("--batch-size", "batch_size", {"type": positive_int, "metavar": "N", "help": "largest number of pairs per forward pass"}),
-    ("--max-batch-tokens", "max_batch_tokens", {"type": positive_int, "metavar": "N", "help": "padded-token budget per forward pass"}),
-    ("--max-length", "max_length", {"type": positive_int, "metavar": "N", "help": "token limit of a pair"}),
-    ("--query-max-length", "query_max_length", {"type": positive_int, "metavar": "N", "help": "token limit of the query"}),
-    ("--passage-max-length", "passage_max_length", {"type": positive_int, "metavar": "N", "help": "token limit of the passage"}),
-    ("--normalize", "normalize", {"action": "store_true", "help": "map scores through a sigmoid to (0, 1)"}),
-    ("--device", "devices", {"action": "append", "metavar": "DEVICE",
-                             "help": "cpu, cuda, cuda:1, ...; repeat to score on several devices"}),
-    ("--query-instruction", "query_instruction_for_rerank", {"metavar": "TEXT", "help": "text put before each query"}),
-    ("--query-instruction-format", "query_instruction_format",
-     {"metavar": "FORMAT", "help": "how instruction and query are joined, e.g. '{}{}'"}),
-    ("--passage-instruction", "passage_instruction_for_rerank", {"metavar": "TEXT", "help": "text put before each passage"}),
-    ("--passage-instruction-format", "passage_instruction_format",
-     {"metavar": "FORMAT", "help": "how instruction and passage are joined, e.g. '{}{}'"}),
-    ("--prompt", "prompt", {"metavar": "TEXT", "help": "the question put to an LLM reranker"}),
-    ("--cutoff-layers", "cutoff_layers", {"type": int, "nargs": "+", "metavar": "LAYER",
-                                          "help": "layers whose scores layerwise/lightweight models return"}),
-    ("--compress-layers", "compress_layers", {"type": int, "nargs": "+", "metavar": "LAYER",
-                                              "help": "layers at which a lightweight model compresses tokens"}),
-    ("--compress-ratio", "compress_ratio", {"type": positive_int, "metavar": "N", "help": "token compression ratio (lightweight)"}),
-    ("--peft-path", "peft_path", {"metavar": "PATH", "help": "a PEFT/LoRA adapter to load on top of the model"}),
-    ("--trust-remote-code", "trust_remote_code", {"action": "store_true",
-                                                  "help": "allow the checkpoint's own Python code to run"}),
-    ("--cache-dir", "cache_dir", {"metavar": "PATH", "help": "where downloaded checkpoints are cached"}),
+@dataclass(frozen=True)
+class ModelFlag:
+    """A command-line flag and the ``from_finetuned`` keyword argument it sets."""
+
+    flag: str
+    keyword: str
+    help: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+_INT = {"type": positive_int, "metavar": "N"}
+_SWITCH = {"action": "store_true"}  # default None (set in _add_model_options): absent passes nothing
+_TEXT = {"metavar": "TEXT"}
+_FORMAT = {"metavar": "FORMAT"}
+_PATH = {"metavar": "PATH"}
+_LAYERS = {"type": int, "nargs": "+", "metavar": "LAYER"}
+_KINDS = {"choices": [kind.value for kind in RerankerKind], "metavar": "KIND"}
+
+
+def run_tag(text: str) -> str:
+    """argparse type: a TREC run tag, which must be one whitespace-free field."""
+    if not text or any(char.isspace() for char in text):
+        raise argparse.ArgumentTypeError(f"{text!r} must be one word without spaces")
+    return text
+
+
+# One row per library option; the only place where flags and keywords meet.
+MODEL_FLAGS: tuple[ModelFlag, ...] = (
+    ModelFlag(
+        "--model-class", "model_class", "the reranker kind, instead of detecting it: %(choices)s", _KINDS
+    ),
+    ModelFlag("--fp16", "use_fp16", "run in float16 (GPU)", _SWITCH),
+    ModelFlag("--bf16", "use_bf16", "run in bfloat16", _SWITCH),
+    ModelFlag("--batch-size", "batch_size", "largest number of pairs per forward pass", _INT),
+    ModelFlag("--max-batch-tokens", "max_batch_tokens", "padded-token budget per forward pass", _INT),
+    ModelFlag("--max-length", "max_length", "token limit of a pair", _INT),
+    ModelFlag("--query-max-length", "query_max_length", "token limit of the query", _INT),
+    ModelFlag("--passage-max-length", "passage_max_length", "token limit of the passage", _INT),
+    ModelFlag("--normalize", "normalize", "map scores through a sigmoid to (0, 1)", _SWITCH),
+    ModelFlag(
+        "--device",
+        "devices",
+        "cpu, cuda, cuda:1, ...; repeat to score on several devices",
+        {"action": "append", "metavar": "DEVICE"},
+    ),
+    ModelFlag("--query-instruction", "query_instruction_for_rerank", "text put before each query", _TEXT),
+    ModelFlag(
+        "--query-instruction-format",
+        "query_instruction_format",
+        "how instruction and query join: '{}{}'",
+        _FORMAT,
+    ),
+    ModelFlag(
+        "--passage-instruction", "passage_instruction_for_rerank", "text put before each passage", _TEXT
+    ),
+    ModelFlag(
+        "--passage-instruction-format",
+        "passage_instruction_format",
+        "how instruction and passage join: '{}{}'",
+        _FORMAT,
+    ),
+    ModelFlag("--prompt", "prompt", "the question put to an LLM reranker", _TEXT),
+    ModelFlag(
+        "--cutoff-layers", "cutoff_layers", "layers that score (layerwise, lightweight models)", _LAYERS
+    ),
+    ModelFlag("--compress-layers", "compress_layers", "layers where a lightweight model compresses", _LAYERS),
+    ModelFlag("--compress-ratio", "compress_ratio", "token compression ratio (lightweight models)", _INT),
+    ModelFlag("--peft-path", "peft_path", "a PEFT/LoRA adapter to merge into the model", _PATH),
+    ModelFlag(
+        "--trust-remote-code", "trust_remote_code", "allow the checkpoint's own Python code to run", _SWITCH
+    ),
+    ModelFlag("--cache-dir", "cache_dir", "where downloaded checkpoints are cached", _PATH),
 )
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``from_finetuned`` keyword arguments the user set on the command line."""
-    return {keyword: getattr(args, keyword) for _, keyword, _ in MODEL_FLAGS if getattr(args, keyword) is not None}
+    given = {option.keyword: getattr(args, option.keyword) for option in MODEL_FLAGS}
+    return {keyword: value for keyword, value in given.items() if value is not None}
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name")
     group = parser.add_argument_group("model options")
     precision = group.add_mutually_exclusive_group()
-    for flag, keyword, settings in MODEL_FLAGS:
-        # store_true flags default to None, not False, so that "not given" passes nothing.
-        target = precision if keyword in ("use_fp16", "use_bf16") else group
-        target.add_argument(flag, dest=keyword, default=None, **settings)
+    for option in MODEL_FLAGS:
+        target = precision if option.keyword in ("use_fp16", "use_bf16") else group
+        target.add_argument(
+            option.flag, dest=option.keyword, default=None, help=option.help, **option.settings
+        )
 
 
 def _add_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="show a progress bar on stderr (default: only on a terminal)")
-    parser.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE,
-                        help="pairs sent to the model per call; each chunk is written before the next "
-                             f"(default {DEFAULT_CHUNK_SIZE})")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: only on a terminal)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="pairs sent to the model per call; each chunk is written before the next "
+        f"(default {DEFAULT_CHUNK_SIZE})",
+    )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -113,53 +166,95 @@ def build_parser() -> _Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser._subcommands = commands.choices
 
-    rank = commands.add_parser("rank", help="rank documents for one query",
-                               description="Print the documents ranked by relevance to the query, with scores.")
+    rank = commands.add_parser(
+        "rank",
+        help="rank documents for one query",
+        description="Print the documents ranked by relevance to the query, with scores.",
+    )
     _add_model_options(rank)
     rank.add_argument("--query", "-q", required=True, help="the query")
-    rank.add_argument("documents", nargs="*", metavar="DOC",
-                      help="documents to rank; without any, one per line from standard input")
+    rank.add_argument(
+        "documents",
+        nargs="*",
+        metavar="DOC",
+        help="documents to rank; without any, one per line from standard input",
+    )
     rank.add_argument("--top-k", type=positive_int, help="print only the best K")
-    rank.add_argument("--json", action="store_true", help="print JSON records {index, relevance_score, document}")
+    rank.add_argument(
+        "--json", action="store_true", help="print JSON records {index, relevance_score, document}"
+    )
 
-    score = commands.add_parser("score", help="score a file of (query, passage) pairs",
-                                description="Score every pair of a JSONL/TSV/CSV file into a JSONL file of "
-                                            '{"index", "score"} records. Rerunning with the same --output '
-                                            "resumes after the pairs it already holds.")
+    score = commands.add_parser(
+        "score",
+        help="score a file of (query, passage) pairs",
+        description="Score every pair of a JSONL/TSV/CSV file into a JSONL file of "
+        '{"index", "score"} records. Rerunning with the same --output '
+        "resumes after the pairs it already holds.",
+    )
     _add_model_options(score)
-    score.add_argument("--input", "-i", required=True,
-                       help="pairs: JSONL with 'query' and 'passage' fields, or TSV/CSV with two columns; - for stdin")
-    score.add_argument("--input-format", choices=PAIR_FORMATS, help="the input format (default: from its name)")
+    score.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        help="pairs: JSONL with 'query' and 'passage' fields, or TSV/CSV with two columns; - for stdin",
+    )
+    score.add_argument(
+        "--input-format", choices=PAIR_FORMATS, help="the input format (default: from its name)"
+    )
     score.add_argument("--output", "-o", required=True, help="JSONL scores, appended to (resumable)")
     score.add_argument("--overwrite", action="store_true", help="start the output afresh instead of resuming")
     _add_progress(score)
 
-    rerank = commands.add_parser("rerank-run", help="rerank a TREC run",
-                                 description="Rerank the top documents of each query of a TREC run and write "
-                                             "a TREC run; documents below --depth follow, in their order.")
+    rerank = commands.add_parser(
+        "rerank-run",
+        help="rerank a TREC run",
+        description="Rerank the top documents of each query of a TREC run and write "
+        "a TREC run; documents below --depth follow, in their order.",
+    )
     _add_model_options(rerank)
     rerank.add_argument("--run", required=True, help="the first-stage TREC run (qid Q0 docid rank score tag)")
-    rerank.add_argument("--queries", required=True, help="queries: TSV 'qid<TAB>text' or BEIR JSONL {_id, text}")
-    rerank.add_argument("--corpus", required=True,
-                        help="documents: BEIR JSONL {_id, title, text} or TSV 'docid<TAB>text'")
-    rerank.add_argument("--depth", type=positive_int, default=100, help="documents reranked per query (default 100)")
+    rerank.add_argument(
+        "--queries", required=True, help="queries: TSV 'qid<TAB>text' or BEIR JSONL {_id, text}"
+    )
+    rerank.add_argument(
+        "--corpus", required=True, help="documents: BEIR JSONL {_id, title, text} or TSV 'docid<TAB>text'"
+    )
+    rerank.add_argument(
+        "--depth", type=positive_int, default=100, help="documents reranked per query (default 100)"
+    )
     rerank.add_argument("--output", "-o", required=True, help="the reranked TREC run (written atomically)")
-    rerank.add_argument("--tag", default="autorerank", help="the run tag, last column (default autorerank)")
+    rerank.add_argument(
+        "--tag", type=run_tag, default="autorerank", help="the run tag, last column (default autorerank)"
+    )
     _add_progress(rerank)
 
-    evaluate = commands.add_parser("eval", help="evaluate TREC runs against qrels",
-                                   description="Print retrieval measures of a run (with ir-measures).")
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate TREC runs against qrels",
+        description="Print retrieval measures of a run (with ir-measures).",
+    )
     evaluate.add_argument("--qrels", required=True, help="judgments: TREC qrels or BEIR qrels TSV")
     evaluate.add_argument("--run", required=True, help="the TREC run to evaluate")
-    evaluate.add_argument("--metrics", "--measures", nargs="+", default=list(DEFAULT_MEASURES), metavar="MEASURE",
-                          help="e.g. ndcg@10 mrr@10 recall@100 map p@5, or ir-measures names "
-                               f"(default: {' '.join(DEFAULT_MEASURES)})")
-    evaluate.add_argument("--compare", metavar="RUN", help="a baseline run to print beside it, with the difference")
+    evaluate.add_argument(
+        "--metrics",
+        "--measures",
+        nargs="+",
+        default=list(DEFAULT_MEASURES),
+        metavar="MEASURE",
+        help="e.g. ndcg@10 mrr@10 recall@100 map p@5, or ir-measures names "
+        f"(default: {' '.join(DEFAULT_MEASURES)})",
+    )
+    evaluate.add_argument(
+        "--compare", metavar="RUN", help="a baseline run to print beside it, with the difference"
+    )
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    info = commands.add_parser("info", help="show what a model is and how it was detected",
-                               description="Load a model and print its kind, how the kind was detected, "
-                                           "architecture, parameters, max length, dtype and devices.")
+    info = commands.add_parser(
+        "info",
+        help="show what a model is and how it was detected",
+        description="Load a model and print its kind, how the kind was detected, "
+        "architecture, parameters, max length, dtype and devices.",
+    )
     _add_model_options(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     return parser

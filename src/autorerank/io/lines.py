@@ -20,7 +20,7 @@ from typing import IO
 
 from ..errors import InvalidInputError
 
-__all__ = ["InputFileError", "STDIN", "numbered_lines", "atomic_writer", "display_name"]
+__all__ = ["STDIN", "InputFileError", "atomic_writer", "display_name", "numbered_lines"]
 
 STDIN = "-"
 
@@ -74,7 +74,7 @@ def _open_binary(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         return
     opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        handle = opener(path, "rb")  # noqa: SIM115 - closed below
+        handle = opener(path, "rb")
     except FileNotFoundError:
         raise InputFileError(path, None, "no such file") from None
     except IsADirectoryError:

@@ -26,7 +26,14 @@ __all__ = ["PAIR_FORMATS", "Pair", "pair_format", "read_pairs"]
 
 PAIR_FORMATS = ("jsonl", "tsv", "csv")
 
-_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".txt": "tsv", ".csv": "csv"}
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".csv": "csv",
+}
 _HEADER = ("query", "passage")
 
 
@@ -115,7 +122,9 @@ def _csv_pairs(path: str | os.PathLike[str]) -> Iterator[Pair]:
                 positions, width = (lowered.index("query"), lowered.index("passage")), len(row)
                 continue
             if len(row) != width:
-                raise InputFileError(path, number, f"expected {width} comma-separated columns, found {len(row)}")
+                raise InputFileError(
+                    path, number, f"expected {width} comma-separated columns, found {len(row)}"
+                )
             yield _checked_pair(path, number, [row[positions[0]], row[positions[1]]])
     except csv.Error as exc:
         raise InputFileError(path, reader.line_num, f"malformed CSV ({exc})") from None

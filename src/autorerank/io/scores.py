@@ -67,7 +67,9 @@ def _check_record(path: str | os.PathLike[str], number: int, raw: bytes, *, expe
     if not isinstance(record, dict) or set(record) != {"index", "score"}:
         raise InputFileError(path, number, "expected a record {'index': ..., 'score': ...}" + hint)
     if record["index"] != expected_index:
-        raise InputFileError(path, number, f"index {record['index']!r} where {expected_index} was expected" + hint)
+        raise InputFileError(
+            path, number, f"index {record['index']!r} where {expected_index} was expected" + hint
+        )
     score = record["score"]
     parts = score if isinstance(score, list) else [score]
     if not parts or not all(isinstance(part, (int, float)) and not isinstance(part, bool) for part in parts):

@@ -23,7 +23,7 @@ from collections.abc import Collection
 
 from .lines import InputFileError, numbered_lines
 
-__all__ = ["read_queries", "read_corpus", "join_title"]
+__all__ = ["join_title", "read_corpus", "read_queries"]
 
 
 def join_title(title: str, text: str) -> str:
@@ -41,7 +41,9 @@ def read_corpus(path: str | os.PathLike[str], wanted: Collection[str] | None = N
     return _read_texts(path, wanted, documents=True)
 
 
-def _read_texts(path: str | os.PathLike[str], wanted: Collection[str] | None, *, documents: bool) -> dict[str, str]:
+def _read_texts(
+    path: str | os.PathLike[str], wanted: Collection[str] | None, *, documents: bool
+) -> dict[str, str]:
     """Map ids to texts for the ids in ``wanted`` (all ids when ``None``).
 
     Every line is checked, wanted or not, so a malformed file is reported whatever it holds.
@@ -61,7 +63,9 @@ def _read_texts(path: str | os.PathLike[str], wanted: Collection[str] | None, *,
         if wanted is not None and item_id not in wanted:
             continue
         if item_id in texts:
-            raise InputFileError(path, number, f"id {item_id!r} appears twice (first on line {first_line[item_id]})")
+            raise InputFileError(
+                path, number, f"id {item_id!r} appears twice (first on line {first_line[item_id]})"
+            )
         texts[item_id] = text
         first_line[item_id] = number
     return texts
@@ -88,20 +92,26 @@ def _parse_tsv_item(path: str | os.PathLike[str], number: int, line: str) -> tup
     return item_id.strip(), text
 
 
-def _parse_json_item(path: str | os.PathLike[str], number: int, line: str, *, documents: bool) -> tuple[str, str]:
+def _parse_json_item(
+    path: str | os.PathLike[str], number: int, line: str, *, documents: bool
+) -> tuple[str, str]:
     try:
         item = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InputFileError(path, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(item, dict):
-        raise InputFileError(path, number, f"expected a JSON object with '_id' and 'text', found {type(item).__name__}")
+        raise InputFileError(
+            path, number, f"expected a JSON object with '_id' and 'text', found {type(item).__name__}"
+        )
     for key in ("_id", "text"):
         if key not in item:
             found = ", ".join(repr(name) for name in item) or "none"
             raise InputFileError(path, number, f"missing field {key!r} (fields found: {found})")
     item_id, text, title = item["_id"], item["text"], item.get("title") or ""
     if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
-        raise InputFileError(path, number, f"'_id' must be a string or an integer, found {type(item_id).__name__}")
+        raise InputFileError(
+            path, number, f"'_id' must be a string or an integer, found {type(item_id).__name__}"
+        )
     for key, value in (("text", text), ("title", title)):
         if not isinstance(value, str):
             raise InputFileError(path, number, f"{key!r} must be a string, found {type(value).__name__}")

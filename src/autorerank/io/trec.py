@@ -19,7 +19,7 @@ from typing import IO
 
 from .lines import InputFileError, numbered_lines
 
-__all__ = ["RunEntry", "Run", "Qrels", "read_run", "read_qrels", "write_run_lines", "run_to_dict"]
+__all__ = ["Qrels", "Run", "RunEntry", "read_qrels", "read_run", "run_to_dict", "write_run_lines"]
 
 
 @dataclass(frozen=True, slots=True)  # slots: a run can hold millions of entries
@@ -56,9 +56,13 @@ def read_run(path: str | os.PathLike[str]) -> Run:
         first = seen.setdefault((query_id, doc_id), number)
         if first != number:
             raise InputFileError(
-                path, number, f"document {doc_id!r} appears twice for query {query_id!r} (first on line {first})"
+                path,
+                number,
+                f"document {doc_id!r} appears twice for query {query_id!r} (first on line {first})",
             )
-        entry = RunEntry(doc_id, _parse_score(path, number, score_text), _parse_rank(path, number, rank_text), number)
+        entry = RunEntry(
+            doc_id, _parse_score(path, number, score_text), _parse_rank(path, number, rank_text), number
+        )
         run.setdefault(query_id, []).append(entry)
     for entries in run.values():
         entries.sort(key=lambda entry: (-entry.score, entry.rank, entry.line))

@@ -17,28 +17,29 @@ shallowest requested layer always uses ``lm_head[0]``.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..errors import InvalidInputError, InvalidOptionError, ModelLoadError
+from ..loading import dtype_kwargs, load_pretrained
 
 __all__ = [
     "SUPPORTED_COMPRESS_RATIOS",
     "CostWiseGemmaConfig",
     "LightweightGemma2Reranker",
+    "ScoringPlan",
     "compress_passages",
     "load_lightweight_model",
+    "plan_scoring",
     "valid_cutoff_layers",
 ]
-
-logger = logging.getLogger(__name__)
 
 SUPPORTED_COMPRESS_RATIOS = (1, 2, 4, 8)
 
@@ -48,59 +49,43 @@ except ImportError:  # transformers 4.x only initialises missing weights, so tor
     _init = nn.init
 
 
+# Every config.json field the model reads, with Gemma2-9B-sized defaults (a checkpoint's config.json sets them all).
+_CONFIG_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 256000,
+    "hidden_size": 3584,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 42,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 8192,
+    "initializer_range": 0.02,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "attention_bias": False,
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 4096,
+    "final_logit_softcapping": 30.0,
+    "attn_logit_softcapping": 50.0,  # read for completeness; not applied (see the module docstring)
+    "start_layer": 28,
+    "layer_sep": 28,
+    "layer_wise": False,
+}
+
+
 class CostWiseGemmaConfig(PretrainedConfig):
     """The checkpoint's ``config.json`` (model_type ``cost_wise_gemma``): Gemma2 fields plus the layer-wise grid."""
 
     model_type = "cost_wise_gemma"
 
-    def __init__(
-        self,
-        vocab_size: int = 256000,
-        hidden_size: int = 3584,
-        intermediate_size: int = 14336,
-        num_hidden_layers: int = 42,
-        num_attention_heads: int = 16,
-        num_key_value_heads: int = 8,
-        head_dim: int = 256,
-        hidden_activation: str = "gelu_pytorch_tanh",
-        max_position_embeddings: int = 8192,
-        initializer_range: float = 0.02,
-        rms_norm_eps: float = 1e-6,
-        rope_theta: float = 10000.0,
-        attention_bias: bool = False,
-        query_pre_attn_scalar: float = 256,
-        sliding_window: int | None = 4096,
-        final_logit_softcapping: float | None = 30.0,
-        attn_logit_softcapping: float | None = 50.0,
-        start_layer: int = 28,
-        layer_sep: int = 28,
-        layer_wise: bool = False,
-        tie_word_embeddings: bool = False,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
-        # Set after super().__init__ so that no base-class default can overwrite them (transformers 4 and 5 alike).
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.intermediate_size = intermediate_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = num_key_value_heads
-        self.head_dim = head_dim
-        self.hidden_activation = hidden_activation
-        self.max_position_embeddings = max_position_embeddings
-        self.initializer_range = initializer_range
-        self.rms_norm_eps = rms_norm_eps
-        self.rope_theta = rope_theta
-        self.attention_bias = attention_bias
-        self.query_pre_attn_scalar = query_pre_attn_scalar
-        self.sliding_window = sliding_window
-        self.final_logit_softcapping = final_logit_softcapping
-        self.attn_logit_softcapping = attn_logit_softcapping
-        self.start_layer = start_layer
-        self.layer_sep = layer_sep
-        self.layer_wise = layer_wise
-        self.tie_word_embeddings = tie_word_embeddings
+    def __init__(self, **kwargs: Any) -> None:
+        fields = {name: kwargs.pop(name, default) for name, default in _CONFIG_DEFAULTS.items()}
+        kwargs.setdefault("tie_word_embeddings", False)  # the score heads are not the embeddings
+        super().__init__(**kwargs)
+        # Set after super().__init__ so that no base-class default overwrites them (transformers 4 and 5 alike).
+        for name, value in fields.items():
+            setattr(self, name, value)
 
 
 def valid_cutoff_layers(config: CostWiseGemmaConfig) -> list[int]:
@@ -108,19 +93,23 @@ def valid_cutoff_layers(config: CostWiseGemmaConfig) -> list[int]:
     return list(range(config.start_layer, config.num_hidden_layers + 1, config.layer_sep))
 
 
+def _as_list(layers: int | Iterable[int] | None) -> list[int]:
+    return [] if layers is None else [layers] if isinstance(layers, int) else list(layers)
+
+
 def _resolve_cutoff_layers(config: CostWiseGemmaConfig, cutoff_layers: int | Iterable[int] | None) -> list[int]:
-    """Requested cutoff layers, sorted and de-duplicated (the order the heads are assigned in)."""
+    """Requested cutoff layers in the order given, without repeats; None means the last layer."""
     valid = valid_cutoff_layers(config)
     if cutoff_layers is None:
         return [config.num_hidden_layers]
-    requested = [cutoff_layers] if isinstance(cutoff_layers, int) else list(cutoff_layers)
-    bad = [layer for layer in requested if not isinstance(layer, int) or layer not in valid]
+    requested = _as_list(cutoff_layers)
+    bad = [layer for layer in requested if isinstance(layer, bool) or layer not in valid]
     if bad or not requested:
         raise InvalidOptionError(
             f"cutoff_layers {requested!r} contains layers this model cannot score after ({bad!r}); "
             f"choose from {valid} (start_layer + k * layer_sep)."
         )
-    return sorted(set(requested))
+    return list(dict.fromkeys(requested))
 
 
 def _check_compress_ratio(compress_ratio: int) -> int:
@@ -132,16 +121,41 @@ def _check_compress_ratio(compress_ratio: int) -> int:
 
 
 def _resolve_compress_layers(config: CostWiseGemmaConfig, compress_layers: int | Iterable[int] | None) -> set[int]:
-    """Layers before which passages are compressed; layer 0 is dropped because the embeddings are never pooled."""
-    requested = [] if compress_layers is None else (
-        [compress_layers] if isinstance(compress_layers, int) else list(compress_layers)
-    )
-    bad = [x for x in requested if not isinstance(x, int) or not 0 <= x < config.num_hidden_layers]
+    """Layers before which passages are compressed.
+
+    Layer 0 is dropped (the embeddings are never pooled), and layers at or past the deepest cutoff simply never
+    come, as in the reference; so the default ``[8]`` stays valid on models of any depth.
+    """
+    requested = _as_list(compress_layers)
+    bad = [x for x in requested if isinstance(x, bool) or not isinstance(x, int) or x < 0]
     if bad:
-        raise InvalidOptionError(
-            f"compress_layers {requested!r} has layers outside 0..{config.num_hidden_layers - 1}: {bad!r}."
-        )
-    return {layer for layer in requested if layer != 0}
+        raise InvalidOptionError(f"compress_layers must be layer indices >= 0, got {requested!r}.")
+    return {layer for layer in requested if 0 < layer < config.num_hidden_layers}
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Validated scoring options: where to read scores and where (and how hard) to compress."""
+
+    cutoff_layers: tuple[int, ...]  # as requested, without repeats
+    compress_layers: frozenset[int]  # empty when compress_ratio is 1
+    compress_ratio: int
+
+
+def plan_scoring(
+    config: CostWiseGemmaConfig,
+    cutoff_layers: int | Iterable[int] | None = None,
+    compress_layers: int | Iterable[int] | None = None,
+    compress_ratio: int = 1,
+) -> ScoringPlan:
+    """Check scoring options against the model before any work; raises :class:`InvalidOptionError`."""
+    ratio = _check_compress_ratio(compress_ratio)
+    compress_at = _resolve_compress_layers(config, compress_layers)
+    return ScoringPlan(
+        cutoff_layers=tuple(_resolve_cutoff_layers(config, cutoff_layers)),
+        compress_layers=frozenset(compress_at if ratio > 1 else ()),
+        compress_ratio=ratio,
+    )
 
 
 def compress_passages(
@@ -175,7 +189,9 @@ def compress_passages(
     t = torch.arange(int(new_lengths.max()), device=hidden.device)[None, :]  # (1, T)
     q, k, n = query_lengths[:, None], kept[:, None], passage[:, None]
     index = torch.where(
-        t < q, t, torch.where(t < q + k, seq + t - q, torch.where(t < new_lengths[:, None], t - k + n, seq + groups))
+        t < q,
+        t,
+        torch.where(t < q + k, seq + t - q, torch.where(t < new_lengths[:, None], t - k + n, seq + groups)),
     )  # (B, T)
     return pool.gather(1, index[..., None].expand(-1, -1, width)), new_lengths
 
@@ -216,7 +232,9 @@ class _Attention(nn.Module):
     def __init__(self, config: CostWiseGemmaConfig) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = (
-            config.num_attention_heads, config.num_key_value_heads, config.head_dim
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
         )
         self.scaling = config.query_pre_attn_scalar**-0.5
         bias = config.attention_bias
@@ -225,7 +243,9 @@ class _Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
         batch, seq, _ = x.shape  # (B, S, H)
         q = self.q_proj(x).view(batch, seq, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, S, d)
         k = self.k_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, d)
@@ -251,22 +271,30 @@ class _DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: _LayerInputs) -> torch.Tensor:
         mask = masks.sliding_mask if self.is_sliding else masks.full_mask
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), mask, masks.cos, masks.sin))
+        x = x + self.post_attention_layernorm(
+            self.self_attn(self.input_layernorm(x), mask, masks.cos, masks.sin)
+        )
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
 class _LayerInputs:
     """Masks and rotary tables for one sequence length; rebuilt whenever compression changes the length."""
 
-    def __init__(self, config: CostWiseGemmaConfig, lengths: torch.Tensor, seq: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, config: CostWiseGemmaConfig, lengths: torch.Tensor, seq: int, dtype: torch.dtype
+    ) -> None:
         device = lengths.device
         pos = torch.arange(seq, device=device)
-        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, config.head_dim, 2, device=device).float()
-                                                / config.head_dim))
+        inv_freq = 1.0 / (
+            config.rope_theta
+            ** (torch.arange(0, config.head_dim, 2, device=device).float() / config.head_dim)
+        )
         angles = torch.outer(pos.float(), inv_freq)  # (S, d/2)
         table = torch.cat((angles, angles), dim=-1)  # (S, d)
         self.cos, self.sin = table.cos().to(dtype), table.sin().to(dtype)
-        visible = (pos[None, :] <= pos[:, None])[None] & (pos[None, None, :] < lengths[:, None, None])  # (B, S, S)
+        visible = (pos[None, :] <= pos[:, None])[None] & (
+            pos[None, None, :] < lengths[:, None, None]
+        )  # (B, S, S)
         self.full_mask = self._additive(visible, dtype)
         window = config.sliding_window
         if window is not None and seq > window:
@@ -301,7 +329,7 @@ class LightweightGemma2Reranker(PreTrainedModel):
 
     config_class = CostWiseGemmaConfig
     base_model_prefix = "model"
-    _no_split_modules = ["_DecoderLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["_DecoderLayer"]
     _supports_sdpa = True
 
     def __init__(self, config: CostWiseGemmaConfig) -> None:
@@ -333,12 +361,12 @@ class LightweightGemma2Reranker(PreTrainedModel):
         """Score right-padded ``[bos query sep | sep passage | sep prompt]`` rows after each cutoff layer.
 
         ``query_lengths`` counts bos, query and the first separator; ``prompt_lengths`` the last separator and the
-        prompt. Returns fp32 scores of shape ``(len(cutoffs), B)``, rows in ascending layer order (``cutoff_layers``
-        is sorted and de-duplicated; None means the last layer). Layers after the deepest cutoff are not run.
+        prompt. Returns fp32 scores of shape ``(len(cutoffs), B)``, one row per requested layer in the order given
+        (repeats dropped; None means the last layer). Layers after the deepest cutoff are not run. Heads go to the
+        requested layers in ascending order, as the published scores were made: ``lm_head[0]`` for the shallowest.
         """
-        cutoffs = _resolve_cutoff_layers(self.config, cutoff_layers)
-        ratio = _check_compress_ratio(compress_ratio)
-        compress_at = _resolve_compress_layers(self.config, compress_layers) if ratio > 1 else set()
+        plan = plan_scoring(self.config, cutoff_layers, compress_layers, compress_ratio)
+        cutoffs = sorted(plan.cutoff_layers)
         lengths = _right_padded_lengths(attention_mask)  # (B,)
         query_lengths, prompt_lengths = self._span_lengths(query_lengths, prompt_lengths, lengths)
 
@@ -349,12 +377,16 @@ class LightweightGemma2Reranker(PreTrainedModel):
         for index in range(cutoffs[-1]):
             if index in cutoffs:
                 last_tokens[index] = _last_token(hidden, lengths)
-            if index in compress_at:
-                hidden, lengths = compress_passages(hidden, lengths, query_lengths, prompt_lengths, ratio)
+            if index in plan.compress_layers:
+                hidden, lengths = compress_passages(
+                    hidden, lengths, query_lengths, prompt_lengths, plan.compress_ratio
+                )
                 inputs = _LayerInputs(self.config, lengths, hidden.shape[1], hidden.dtype)
             hidden = self.model.layers[index](hidden, inputs)
         last_tokens[cutoffs[-1]] = _last_token(hidden, lengths)
-        return torch.stack([self._head_score(i, last_tokens[layer]) for i, layer in enumerate(cutoffs)])
+        return torch.stack(
+            [self._head_score(cutoffs.index(layer), last_tokens[layer]) for layer in plan.cutoff_layers]
+        )
 
     def _head_score(self, position: int, last: torch.Tensor) -> torch.Tensor:
         """Head ``position`` (not the layer number, matching the published scores) on (B, H) -> (B,) fp32."""
@@ -366,7 +398,9 @@ class LightweightGemma2Reranker(PreTrainedModel):
 
     @staticmethod
     def _span_lengths(
-        query_lengths: torch.Tensor | Sequence[int], prompt_lengths: torch.Tensor | Sequence[int], lengths: torch.Tensor
+        query_lengths: torch.Tensor | Sequence[int],
+        prompt_lengths: torch.Tensor | Sequence[int],
+        lengths: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         query = torch.as_tensor(query_lengths, dtype=torch.long, device=lengths.device)
         prompt = torch.as_tensor(prompt_lengths, dtype=torch.long, device=lengths.device)
@@ -376,7 +410,9 @@ class LightweightGemma2Reranker(PreTrainedModel):
                 f"got shapes {tuple(query.shape)} and {tuple(prompt.shape)}."
             )
         if bool(((query < 0) | (prompt < 0) | (query + prompt > lengths)).any()):
-            raise InvalidInputError("Each row's query_length + prompt_length must fit within its real tokens.")
+            raise InvalidInputError(
+                "Each row's query_length + prompt_length must fit within its real tokens."
+            )
         return query, prompt
 
 
@@ -385,7 +421,9 @@ def _right_padded_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
     lengths = attention_mask.sum(dim=1).long()  # (B,)
     expected = torch.arange(attention_mask.shape[1], device=attention_mask.device)[None, :] < lengths[:, None]
     if not torch.equal(attention_mask.bool(), expected) or bool((lengths == 0).any()):
-        raise InvalidInputError("The lightweight reranker needs right-padded rows with at least one real token.")
+        raise InvalidInputError(
+            "The lightweight reranker needs right-padded rows with at least one real token."
+        )
     return lengths
 
 
@@ -399,26 +437,25 @@ def load_lightweight_model(
 ) -> LightweightGemma2Reranker:
     """Load a cost-wise Gemma2 checkpoint (local folder or hub name) natively, in eval mode.
 
-    Raises :class:`ModelLoadError` when the checkpoint cannot be read, is not layer-wise, or leaves any parameter
-    missing or mis-shaped, because silently random heads would score plausibly but wrongly.
+    Never runs the checkpoint's remote code. Raises :class:`ModelLoadError` when the checkpoint cannot be read,
+    is not layer-wise, or leaves any parameter missing or mis-shaped (random heads would score plausibly but
+    wrongly).
     """
     try:
         config = CostWiseGemmaConfig.from_pretrained(name_or_path, cache_dir=cache_dir)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Cannot read the config of {name_or_path!r}: {exc}") from exc
     if not config.layer_wise:
-        raise ModelLoadError(f"{name_or_path!r} is not layer-wise (layer_wise=false); it has no per-layer heads.")
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    try:
-        model, info = LightweightGemma2Reranker.from_pretrained(
-            name_or_path, config=config, cache_dir=cache_dir, output_loading_info=True, **{dtype_key: dtype}
+        raise ModelLoadError(
+            f"{name_or_path!r} has layer_wise=false, so it has no per-layer score heads; "
+            "only the layer-wise cost-wise Gemma2 rerankers can be scored."
         )
-    except (OSError, RuntimeError) as exc:
-        raise ModelLoadError(f"Cannot load the weights of {name_or_path!r}: {exc}") from exc
-    missing = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
-    if missing:
-        raise ModelLoadError(f"{name_or_path!r} lacks or mis-shapes parameters {sorted(missing)[:10]} (of "
-                             f"{len(missing)}); it is not a cost-wise Gemma2 reranker checkpoint.")
-    if info.get("unexpected_keys"):
-        logger.warning("Ignoring unexpected parameters in %s: %s", name_or_path, sorted(info["unexpected_keys"]))
-    return model.eval()
+    model = load_pretrained(
+        LightweightGemma2Reranker,
+        name_or_path,
+        kind="decoder-only-lightweight",
+        config=config,
+        cache_dir=cache_dir,
+        **dtype_kwargs(dtype),
+    )
+    return model

@@ -18,28 +18,26 @@ deepest requested one never run, and heads are applied only at the last position
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 
-from autorerank.errors import InvalidInputError, InvalidOptionError, ModelLoadError
+from ..errors import InvalidInputError, InvalidOptionError, ModelLoadError
+from ..loading import dtype_kwargs, load_pretrained, read_json
 
 __all__ = [
     "MiniCPMLayerwiseConfig",
     "MiniCPMLayerwiseModel",
+    "check_cutoff_layers",
     "load_layerwise_model",
     "valid_cutoff_layers",
 ]
-
-logger = logging.getLogger(__name__)
 
 _SUPPORTED_HEAD_TYPES = ("simple",)
 _SUPPORTED_ROPE_TYPES = ("default", "linear")
@@ -49,8 +47,8 @@ class MiniCPMLayerwiseConfig(PretrainedConfig):
     """Configuration read from the checkpoint's ``config.json`` (``model_type == "minicpm"``).
 
     Written with an explicit ``__init__`` (rather than transformers 5 dataclass fields) so the same class works on
-    transformers 4.x and 5.x. ``rope_theta`` and ``rope_scaling`` are kept under their own names instead of being
-    handed to the base class, whose rotary-parameter handling differs between major versions.
+    transformers 4.x and 5.x. ``rope_theta`` and ``rope_scaling`` are kept by this class instead of being handed to
+    the base class, whose rotary-parameter handling differs between major versions.
     """
 
     model_type = "minicpm"
@@ -93,6 +91,10 @@ class MiniCPMLayerwiseConfig(PretrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         self.attention_bias = attention_bias
         self.rope_theta = rope_theta
+        # Stored under another name: ``rope_scaling`` is a property with version-specific behaviour in
+        # transformers 5. A config saved by this class carries ``rope_scaling_spec`` and round-trips.
+        rope_scaling = rope_scaling or kwargs.pop("rope_scaling_spec", None)
+        kwargs.pop("rope_scaling_spec", None)
         self.rope_scaling_spec = dict(rope_scaling) if rope_scaling else None
         self.scale_emb = scale_emb
         self.scale_depth = scale_depth
@@ -105,21 +107,19 @@ class MiniCPMLayerwiseConfig(PretrainedConfig):
         # Training-time knobs of the reference that do not change inference maths.
         for unused in ("pretraining_tp", "use_cache", "attention_dropout"):
             kwargs.pop(unused, None)
-        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
+        super().__init__(
+            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
+        )
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
-    @property
-    def valid_cutoff_layers(self) -> tuple[int, ...]:
-        """Layers that have a score head: ``start_layer .. num_hidden_layers`` inclusive."""
-        return tuple(range(self.start_layer, self.num_hidden_layers + 1))
+def head_dim(config: MiniCPMLayerwiseConfig) -> int:
+    """Per-head width; MiniCPM configs do not store it (a property would clash with configs that do)."""
+    return config.hidden_size // config.num_attention_heads
 
 
 def valid_cutoff_layers(config: MiniCPMLayerwiseConfig) -> tuple[int, ...]:
-    """The cutoff layers a checkpoint with ``config`` can score (see ``MiniCPMLayerwiseConfig``)."""
-    return config.valid_cutoff_layers
+    """Layers that have a score head: ``start_layer .. num_hidden_layers`` inclusive."""
+    return tuple(range(config.start_layer, config.num_hidden_layers + 1))
 
 
 def check_cutoff_layers(cutoff_layers: Sequence[int], valid: Sequence[int]) -> list[int]:
@@ -129,7 +129,11 @@ def check_cutoff_layers(cutoff_layers: Sequence[int], valid: Sequence[int]) -> l
     back, so any invalid entry rejects the whole request.
     """
     layers = list(cutoff_layers)
-    bad = [layer for layer in layers if isinstance(layer, bool) or not isinstance(layer, int) or layer not in valid]
+    bad = [
+        layer
+        for layer in layers
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer not in valid
+    ]
     if not layers or bad:
         problem = "no cutoff layer was given" if not layers else f"invalid cutoff layer(s) {bad}"
         raise InvalidOptionError(
@@ -169,7 +173,7 @@ class MiniCPMAttention(nn.Module):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = config.head_dim
+        self.head_dim = head_dim(config)
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
@@ -188,9 +192,10 @@ class MiniCPMAttention(nn.Module):
         v = self.v_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, kv, T, D)
         q = _apply_rope(q, q_cos, q_sin)
         k = _apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=q_mask, enable_gqa=self.num_kv_heads != self.num_heads
-        )  # (B, h, Tq, D)
+        if self.num_kv_heads != self.num_heads:  # grouped-query attention; SDPA's enable_gqa needs torch 2.5
+            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, h, T, D)
+            v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, h, T, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask)  # (B, h, Tq, D)
         return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim))
 
 
@@ -250,7 +255,7 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
 
     config_class = MiniCPMLayerwiseConfig
     base_model_prefix = "model"
-    _no_split_modules = ["MiniCPMDecoderLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["MiniCPMDecoderLayer"]  # whole layers per device (device_map)
     _supports_sdpa = True
 
     def __init__(self, config: MiniCPMLayerwiseConfig) -> None:
@@ -259,7 +264,7 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
         self.model = MiniCPMBackbone(config)
         if config.head_multi:
             self.lm_head: nn.Module = nn.ModuleList(
-                LayerScoreHead(config.hidden_size) for _ in config.valid_cutoff_layers
+                LayerScoreHead(config.hidden_size) for _ in valid_cutoff_layers(config)
             )
         else:
             self.lm_head = LayerScoreHead(config.hidden_size)
@@ -267,7 +272,16 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
 
     @property
     def valid_cutoff_layers(self) -> tuple[int, ...]:
-        return self.config.valid_cutoff_layers
+        return valid_cutoff_layers(self.config)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> None:
+        """None: the score heads are not a vocabulary projection, so nothing may tie or resize them."""
 
     def head_for(self, layer: int) -> nn.Module:
         """The score head of ``layer`` (an entry of ``valid_cutoff_layers``)."""
@@ -284,7 +298,9 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
         """
         layers = check_cutoff_layers(cutoff_layers, self.valid_cutoff_layers)
         if not bool(attention_mask[:, -1].all()):
-            raise InvalidInputError("layer_scores needs left-padded inputs: each row's last position must be a token.")
+            raise InvalidInputError(
+                "layer_scores needs left-padded inputs: each row's last position must be a token."
+            )
         cos, sin = self._rope(attention_mask)
         mask = _padding_causal_mask(attention_mask)
         deepest, wanted = max(layers), set(layers)
@@ -297,26 +313,35 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
                 break
             # The deepest layer feeds only the score of its last position, so it runs for that position alone.
             hidden = self.model.layers[index](hidden, cos, sin, mask, last_only=index + 1 == deepest)
-        scores = [self.head_for(layer)(self.model.norm(last[layer])).squeeze(-1) for layer in layers]  # L x (B,)
+        scores = [
+            self.head_for(layer)(self.model.norm(last[layer])).squeeze(-1) for layer in layers
+        ]  # L x (B,)
         return torch.stack(scores).float()  # (L, B)
 
     def _rope(self, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """float32 cos/sin (B, 1, T, D), positions counted from each row's first real token.
 
         Counting from the first real token (not from the pad) makes a pair's score independent of how much padding
-        its batch needed; rotary attention depends only on position differences, so scores equal the reference's.
+        its batch needed. The angles are computed in float64 on the CPU (a small (T, D) table, and fine on devices
+        without float64): a float32 angle at position p is off by up to ~p * 6e-8 rad, and the reference's scores,
+        which use float32 angles counted from the first pad, move by ~1e-4 with padding on the tiny fixture. Not
+        kept as a buffer: transformers builds models on the meta device, which would leave a non-persistent buffer
+        uninitialised.
         """
-        # Computed per call, not kept as a buffer: transformers builds models on the meta device, which would leave a
-        # non-persistent buffer uninitialised, and this costs microseconds.
-        dim, device = self.config.head_dim, attention_mask.device
-        inv_freq = 1.0 / (self.config.rope_theta ** (torch.arange(0, dim, 2, device=device).float() / dim))  # (D/2,)
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0).float()  # (B, T)
+        seq, dim = attention_mask.shape[-1], head_dim(self.config)
+        inv_freq = 1.0 / (
+            self.config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+        )  # (D/2,)
+        table_positions = torch.arange(seq, dtype=torch.float64)  # (T,)
         spec = self.config.rope_scaling_spec
         if spec and spec.get("rope_type", spec.get("type")) == "linear":
-            positions = positions / float(spec["factor"])
-        freqs = positions[..., None] * inv_freq  # (B, T, D/2)
-        angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, D)
-        return angles.cos(), angles.sin()
+            table_positions = table_positions / float(spec["factor"])
+        freqs = torch.outer(table_positions, inv_freq)  # (T, D/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (T, D)
+        cos_table = angles.cos().float().to(attention_mask.device)
+        sin_table = angles.sin().float().to(attention_mask.device)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        return cos_table[positions][:, None], sin_table[positions][:, None]  # (B, 1, T, D) each
 
 
 def _padding_causal_mask(attention_mask: Tensor) -> Tensor:
@@ -338,7 +363,9 @@ def _check_supported(config: MiniCPMLayerwiseConfig) -> None:
     spec = config.rope_scaling_spec
     rope_type = spec.get("rope_type", spec.get("type", "default")) if spec else "default"
     if rope_type not in _SUPPORTED_ROPE_TYPES:
-        raise ModelLoadError(f"rope scaling {spec} is not supported (supported types: {_SUPPORTED_ROPE_TYPES}).")
+        raise ModelLoadError(
+            f"rope scaling {spec} is not supported (supported types: {_SUPPORTED_ROPE_TYPES})."
+        )
     if config.hidden_size % config.num_attention_heads:
         raise ModelLoadError(
             f"hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}."
@@ -350,28 +377,21 @@ def load_layerwise_model(
 ) -> MiniCPMLayerwiseModel:
     """Load a MiniCPM layerwise reranker checkpoint (local folder or hub name) in eval mode.
 
-    Raises ModelLoadError when any parameter of the model is missing from the checkpoint or has the wrong shape:
-    a silently re-initialised head would produce plausible-looking but meaningless scores.
+    The checkpoint's ``config.json`` is checked first so that another architecture gets a clear ModelLoadError
+    instead of a half-built model; weights missing from the checkpoint raise ModelLoadError too (a re-initialised
+    head would give plausible-looking but meaningless scores).
     """
-    dtype_kwarg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    try:
-        model, info = MiniCPMLayerwiseModel.from_pretrained(
-            name_or_path, cache_dir=cache_dir, output_loading_info=True, **{dtype_kwarg: dtype}
-        )
-    except (OSError, ValueError) as error:
-        if isinstance(error, ModelLoadError):
-            raise
-        raise ModelLoadError(f"could not load a MiniCPM layerwise reranker from {name_or_path!r}: {error}") from error
-    problems = {
-        kind: sorted(info.get(kind) or [])
-        for kind in ("missing_keys", "mismatched_keys", "error_msgs")
-        if info.get(kind)
-    }
-    if problems:
+    raw = read_json(name_or_path, "config.json", cache_dir)
+    if raw.get("model_type") != MiniCPMLayerwiseConfig.model_type or "start_layer" not in raw:
         raise ModelLoadError(
-            f"{name_or_path!r} is not a complete MiniCPM layerwise checkpoint: {problems}. "
-            "Check that the path points to a bge-reranker-v2-minicpm-layerwise style model."
+            f"{name_or_path!r} is not a MiniCPM layerwise reranker: its config.json has model_type "
+            f"{raw.get('model_type')!r} and {'a' if 'start_layer' in raw else 'no'} start_layer, where "
+            "model_type 'minicpm' with a start_layer is expected. Pass the right model_class= or drop it."
         )
-    if info.get("unexpected_keys"):
-        logger.warning("ignoring unexpected checkpoint entries: %s", sorted(info["unexpected_keys"]))
-    return model.eval()
+    return load_pretrained(
+        MiniCPMLayerwiseModel,
+        name_or_path,
+        kind="decoder-only-layerwise",
+        cache_dir=cache_dir,
+        **dtype_kwargs(dtype),
+    )
