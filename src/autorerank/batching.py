@@ -51,14 +51,18 @@ class Batch:
 def plan_batches(lengths: np.ndarray, *, max_pairs: int, max_tokens: int | None) -> list[np.ndarray]:
     """Indices of each batch: longest first, at most ``max_pairs`` rows and ``max_tokens`` padded tokens.
 
-    A single pair longer than the budget still gets a batch of its own.
+    A batch also stops before rows shorter than half its width, so a few long pairs never pad
+    many short ones. A single pair longer than the budget still gets a batch of its own.
     """
     order = np.argsort(-lengths, kind="stable")
+    descending = lengths[order]
     batches: list[np.ndarray] = []
     start = 0
     while start < len(order):
-        width = int(lengths[order[start]])  # rows are sorted, so the first is the widest
+        width = int(descending[start])  # rows are sorted, so the first is the widest
         rows = max_pairs if max_tokens is None else max(1, min(max_pairs, max_tokens // max(width, 1)))
+        window = -descending[start : start + rows]  # ascending
+        rows = max(1, int(np.searchsorted(window, -(width / 2), side="right")))
         batches.append(order[start : start + rows])
         start += rows
     return batches

@@ -5,7 +5,8 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
 
     AutoRerankError
     ├── InvalidInputError (ValueError)      bad pairs or documents passed to compute_score/rerank
-    │   └── InvalidPairTypeError (TypeError) a pair or text of the wrong type
+    │   ├── InvalidPairTypeError (TypeError) a pair or text of the wrong type
+    │   └── io.InputFileError                a data file line the CLI cannot use (file:line: problem)
     ├── InvalidOptionError (ValueError)     an option value out of range (cutoff layer, compress ratio, ...)
     ├── UnknownModelKindError (ValueError)  the checkpoint's kind could not be detected
     ├── ModelLoadError (OSError)            a path that is missing, unreadable or does not fit the kind

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -97,7 +98,8 @@ def load_pretrained(model_class: Any, model_name_or_path: str, *, kind: str, **k
     as a cross-encoder gets a random score head), so its scores would be arbitrary.
     """
     try:
-        model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **kwargs)
+        with _no_weight_loading_bar():
+            model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"Cannot load {model_name_or_path!r} as {kind}: {exc}") from exc
     missing = sorted(set(info.get("missing_keys", [])))
@@ -110,6 +112,21 @@ def load_pretrained(model_class: Any, model_name_or_path: str, *, kind: str, **k
             "another kind: drop model_class to detect it, or pass the right model_class=."
         )
     return model.eval()
+
+
+@contextlib.contextmanager
+def _no_weight_loading_bar() -> Iterator[None]:
+    """Silence transformers' per-load "Loading weights" bar (restored afterwards): loading is quick
+    and the bar clutters every CLI run and log."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def merge_peft(model: torch.nn.Module, peft_path: str) -> torch.nn.Module:

@@ -1,0 +1,50 @@
+"""Batch planning and padding are pure functions: check them directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from autorerank.batching import Features, collate, plan_batches
+from autorerank.ragged import Ragged
+
+
+def test_every_index_is_planned_once_longest_first():
+    lengths = np.random.default_rng(0).integers(1, 300, size=500)
+    batches = plan_batches(lengths, max_pairs=32, max_tokens=2048)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(500))
+    widths = [lengths[b].max() for b in batches]
+    assert widths == sorted(widths, reverse=True)
+
+
+def test_batches_respect_the_pair_count_and_token_budget():
+    lengths = np.random.default_rng(1).integers(1, 300, size=500)
+    for batch in plan_batches(lengths, max_pairs=32, max_tokens=2048):
+        assert len(batch) <= 32
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 2048
+
+
+def test_short_pairs_are_not_padded_to_a_long_one():
+    lengths = np.array([700, 20, 20, 20, 20, 650])
+    batches = plan_batches(lengths, max_pairs=128, max_tokens=None)
+    assert [sorted(b.tolist()) for b in batches] == [[0, 5], [1, 2, 3, 4]]
+
+
+def test_a_pair_over_the_budget_gets_its_own_batch():
+    batches = plan_batches(np.array([5000, 10, 10]), max_pairs=8, max_tokens=100)
+    assert [b.tolist() for b in batches] == [[0], [1, 2]]
+
+
+def test_ragged_concat_head_and_padding_on_both_sides():
+    rows = Ragged.from_lists([[1, 2, 3], [4], []])
+    joined = Ragged.concat([Ragged.constant([9], 3), rows.head(np.array([2, 2, 2])), Ragged.constant([8], 3)])
+    assert [joined.row(i) for i in range(3)] == [[9, 1, 2, 8], [9, 4, 8], [9, 8]]
+    features = Features(joined)
+    right = collate(features, np.array([0, 2]), pad_id=0, side="right", device=torch.device("cpu"))
+    left = collate(features, np.array([0, 2]), pad_id=0, side="left", device=torch.device("cpu"))
+    assert right.input_ids.tolist() == [[9, 1, 2, 8], [9, 8, 0, 0]]
+    assert right.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert left.input_ids.tolist() == [[9, 1, 2, 8], [0, 0, 9, 8]]
+    assert left.attention_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    assert rows.tail(np.array([1, 1, 1])).row(0) == [3]
