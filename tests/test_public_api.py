@@ -11,7 +11,7 @@ EXPECTED = {
     "AutoReranker", "Reranker", "RerankerKind", "EncoderReranker", "LLMReranker", "LayerWiseLLMReranker",
     "LightweightLLMReranker", "RerankResult", "ModelInfo", "FlagAutoReranker", "FlagReranker", "FlagLLMReranker",
     "LayerWiseFlagLLMReranker", "LightWeightFlagLLMReranker", "AutoRerankError", "InvalidInputError",
-    "InvalidPairTypeError", "InvalidOptionError", "UnknownModelKindError", "ModelLoadError",
+    "InvalidPairTypeError", "InvalidOptionError", "UnknownOptionError", "UnknownModelKindError", "ModelLoadError",
     "MissingDependencyError", "WorkerError", "__version__",
 }
 

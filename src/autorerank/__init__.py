@@ -35,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "InvalidInputError": ("errors", "InvalidInputError"),
     "InvalidPairTypeError": ("errors", "InvalidPairTypeError"),
     "InvalidOptionError": ("errors", "InvalidOptionError"),
+    "UnknownOptionError": ("errors", "UnknownOptionError"),
     "UnknownModelKindError": ("errors", "UnknownModelKindError"),
     "ModelLoadError": ("errors", "ModelLoadError"),
     "MissingDependencyError": ("errors", "MissingDependencyError"),
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         MissingDependencyError,
         ModelLoadError,
         UnknownModelKindError,
+        UnknownOptionError,
         WorkerError,
     )
     from .kinds.encoder import EncoderReranker

@@ -8,6 +8,7 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     │   ├── InvalidPairTypeError (TypeError) a pair or text of the wrong type
     │   └── io.InputFileError                a data file line the CLI cannot use (file:line: problem)
     ├── InvalidOptionError (ValueError)     an option value out of range (cutoff layer, compress ratio, ...)
+    ├── UnknownOptionError (TypeError)      a keyword argument this reranker kind does not take
     ├── UnknownModelKindError (ValueError)  the checkpoint's kind could not be detected
     ├── ModelLoadError (OSError)            a path that is missing, unreadable or does not fit the kind
     ├── MissingDependencyError (ImportError) an optional extra is not installed
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidPairTypeError",
     "InvalidOptionError",
+    "UnknownOptionError",
     "UnknownModelKindError",
     "ModelLoadError",
     "MissingDependencyError",
@@ -42,6 +44,14 @@ class InvalidPairTypeError(InvalidInputError, TypeError):
 
 class InvalidOptionError(AutoRerankError, ValueError):
     """An option whose value is out of the range the model supports."""
+
+
+class UnknownOptionError(AutoRerankError, TypeError):
+    """Keyword arguments a reranker kind does not accept; ``names`` lists them."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 class UnknownModelKindError(AutoRerankError, ValueError):

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .batching import Batch, Features, collate, plan_batches
 from .devices import DeviceSpec, resolve_devices, resolve_dtype
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, UnknownOptionError
 from .inputs import Instructions, as_documents, as_pairs
 from .loading import merge_peft, normalize_model_path
 from .options import DEFAULT_MAX_BATCH_TOKENS, ScoringOptions
@@ -84,6 +84,7 @@ class Reranker(ABC):
         show_progress: bool | None = None,
         **kind_options: Any,
     ) -> None:
+        kind_options = self._resolve_aliases(kind_options)
         self._reject_unknown(kind_options, self.kind_options, "__init__")
         self.model_name_or_path = normalize_model_path(model_name_or_path)
         self.devices = resolve_devices(devices)
@@ -257,13 +258,19 @@ class Reranker(ABC):
         return values.tolist()
 
     # ----------------------------------------------------------------- options and workers
-    def _options_for_call(self, overrides: dict[str, Any]) -> ScoringOptions:
-        overrides = dict(overrides)
+    def _resolve_aliases(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Rename deprecated option names (with a warning); the new name wins when both are given."""
+        given = dict(given)
         for old, new in self.deprecated_aliases.items():
-            if old in overrides:
-                warnings.warn(f"{old}= is deprecated; use {new}= instead.", DeprecationWarning, stacklevel=3)
-                value = overrides.pop(old)
-                overrides.setdefault(new, value)
+            if old in given:
+                warnings.warn(f"{old}= is deprecated; use {new}= instead.", DeprecationWarning, stacklevel=4)
+                value = given.pop(old)
+                if given.get(new) is None:
+                    given[new] = value
+        return given
+
+    def _options_for_call(self, overrides: dict[str, Any]) -> ScoringOptions:
+        overrides = self._resolve_aliases(overrides)
         for name in self.ignored_call_options & overrides.keys():
             logger.debug("compute_score(%s=...) has no effect in autorerank; ignored.", name)
             overrides.pop(name)
@@ -277,9 +284,10 @@ class Reranker(ABC):
     def _reject_unknown(self, given: Mapping[str, Any], allowed: frozenset[str], method: str) -> None:
         unknown = sorted(set(given) - allowed)
         if unknown:
-            raise TypeError(
+            raise UnknownOptionError(
                 f"{type(self).__name__}.{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                f"accepted options: {', '.join(sorted(allowed))}."
+                f"accepted options: {', '.join(sorted(allowed))}.",
+                unknown,
             )
 
     def _pool_needed(self) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import evaluation, jobs
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, UnknownOptionError
 from ..io.lines import STDIN, InputFileError, atomic_writer, numbered_lines
 from ..io.pairs import pair_format
 from ..io.trec import read_qrels, read_run, run_to_dict, write_run_lines
@@ -29,14 +29,8 @@ def _load_model(args: argparse.Namespace) -> Any:
     kwargs = model_kwargs(args)
     try:
         return AutoReranker.from_finetuned(args.model, **kwargs)
-    except TypeError as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
-        flags = [
-            option.flag
-            for option in MODEL_FLAGS
-            if option.keyword in kwargs and repr(option.keyword) in str(exc)
-        ]
-        if not flags:
-            raise
+    except UnknownOptionError as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
+        flags = [option.flag for option in MODEL_FLAGS if option.keyword in exc.names]
         raise InvalidOptionError(f"{', '.join(flags)} does not apply to this model ({exc})") from None
 
 

@@ -7,7 +7,6 @@ only adds each pair's query and prompt spans, which token compression needs, and
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -64,15 +63,10 @@ class LightweightLLMReranker(LLMReranker):
         compress_ratio: int = DEFAULT_COMPRESS_RATIO,
         **options: Any,
     ) -> None:
-        if "compress_layer" in options:
-            message = "compress_layer= is deprecated; use compress_layers= instead."
-            warnings.warn(message, DeprecationWarning, stacklevel=2)
-            alias = options.pop("compress_layer")
-            compress_layers = compress_layers if compress_layers is not None else alias
         super().__init__(
             model_name_or_path,
             cutoff_layers=cutoff_layers,
-            compress_layers=compress_layers if compress_layers is not None else DEFAULT_COMPRESS_LAYERS,
+            compress_layers=compress_layers,
             compress_ratio=compress_ratio,
             **options,
         )
