@@ -41,6 +41,13 @@ def test_pairs_may_be_lists_or_tuples_and_a_bare_pair_is_one_pair(reranker):
     assert reranker.compute_score(("q", "a passage")) == pytest.approx(as_tuples[:1], abs=1e-5)
 
 
+def test_numpy_arrays_and_generators_of_pairs_are_accepted(reranker):
+    pairs = [("q", "a passage"), ("q", "another")]
+    expected = reranker.compute_score(pairs)
+    assert reranker.compute_score(np.array(pairs)) == pytest.approx(expected, abs=1e-6)
+    assert reranker.compute_score(pair for pair in pairs) == pytest.approx(expected, abs=1e-6)
+
+
 def test_empty_and_whitespace_texts_are_scored(reranker):
     scores = reranker.compute_score([("q", ""), ("", "p"), ("q", " \t\n ")])
     assert len(scores) == 3 and all(np.isfinite(scores))

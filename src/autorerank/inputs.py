@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from .errors import InvalidInputError, InvalidPairTypeError
 
 __all__ = ["as_pairs", "as_documents", "Instructions"]
@@ -27,7 +29,7 @@ def as_pairs(sentence_pairs: Any) -> list[tuple[str, str]]:
 
 
 def _checked_pair(index: int, pair: Any) -> tuple[str, str]:
-    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence):
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, (Sequence, np.ndarray)):
         raise InvalidPairTypeError(
             f"Pair {index} must be a (query, passage) tuple or list of two strings, got {type(pair).__name__} {pair!r:.80}."
         )
@@ -37,7 +39,7 @@ def _checked_pair(index: int, pair: Any) -> tuple[str, str]:
     for role, text in (("query", query), ("passage", passage)):
         if not isinstance(text, str):
             raise InvalidPairTypeError(f"Pair {index}: the {role} must be a str, got {type(text).__name__} {text!r:.80}.")
-    return (query, passage)
+    return (str(query), str(passage))  # plain str also for numpy's str_ elements
 
 
 def as_documents(query: Any, documents: Any) -> list[str]:
