@@ -35,8 +35,12 @@ def _stamp() -> str:
 
 
 def _run(command: list[str]) -> None:
+    """Run a setup command; its (noisy) pip output goes to a log that is printed only when it fails."""
     log.info("$ %s", " ".join(command))
-    subprocess.run(command, check=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise subprocess.CalledProcessError(done.returncode, command)
 
 
 def venv_python(cache: Path) -> Path:
@@ -67,7 +71,9 @@ def _download_wheel(python: Path, requirement: str, downloads: Path) -> Path:
     found = sorted(downloads.glob(f"{name}-{version}-*.whl"))
     if not found:
         downloads.mkdir(parents=True, exist_ok=True)
-        _run([str(python), "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(downloads), requirement])
+        _run(
+            [str(python), "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(downloads), requirement]
+        )
         found = sorted(downloads.glob(f"{name}-{version}-*.whl"))
     if not found:
         raise FileNotFoundError(f"pip download of {requirement} left no wheel in {downloads}")

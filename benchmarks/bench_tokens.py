@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import Tokenizer
-
 from bench_specs import (
     LLM_PASSAGE_INSTRUCTION,
     LLM_PROMPT,
@@ -20,6 +18,7 @@ from bench_specs import (
     QUERY_MAX_LENGTH,
     ModelSpec,
 )
+from tokenizers import Tokenizer
 
 
 def _plain_tokenizer(path: Path) -> Tokenizer:

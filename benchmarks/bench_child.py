@@ -1,0 +1,150 @@
+"""One measurement, in a fresh interpreter: load a library's reranker, warm it up, time scoring all pairs.
+
+    python bench_child.py score LIBRARY MODEL_DIR MODEL_CLASS PAIRS_JSON OUT_JSON [--options JSON] [--warmup N]
+    python bench_child.py matmul OUT_JSON
+
+Runs under the reference venv's python (flagembedding, sentence-transformers) or the system python with the
+repository's src/ on PYTHONPATH (autorerank). It imports nothing from the benchmark besides the standard library,
+so both interpreters can run it. Each library runs with its own defaults (threads, batch size); only what the
+benchmark fixes (max_length 512, fp32 unless an option says otherwise, CPU) is passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Scorer = Callable[[list[tuple[str, str]]], list[float]]
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _flagembedding(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+    import FlagEmbedding
+    from FlagEmbedding import FlagLLMReranker, FlagReranker
+
+    cls = FlagLLMReranker if model_class == "decoder-only-base" else FlagReranker
+    reranker = cls(model_dir, max_length=512, **options)
+    return (lambda pairs: list(reranker.compute_score(pairs))), getattr(FlagEmbedding, "__version__", "1.4.2")
+
+
+def _sentence_transformers(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+    import sentence_transformers
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    if model_class != "encoder-only-base":
+        raise ValueError("sentence-transformers CrossEncoder only scores encoder cross-encoders")
+    model = CrossEncoder(model_dir, max_length=512, device="cpu", **options)
+    identity = (
+        torch.nn.Identity()
+    )  # raw logits, as FlagEmbedding returns them (CrossEncoder defaults to sigmoid)
+
+    def score(pairs: list[tuple[str, str]]) -> list[float]:
+        return model.predict(pairs, activation_fn=identity, show_progress_bar=False).tolist()
+
+    return score, sentence_transformers.__version__
+
+
+def _autorerank(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+    import autorerank
+    from autorerank import AutoReranker
+
+    reranker = AutoReranker.from_finetuned(model_dir, model_class=model_class, max_length=512, **options)
+    return (lambda pairs: list(reranker.compute_score(pairs))), autorerank.__version__
+
+
+LOADERS = {
+    "flagembedding": _flagembedding,
+    "sentence-transformers": _sentence_transformers,
+    "autorerank": _autorerank,
+}
+
+
+def run_score(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    pairs = [tuple(pair) for pair in json.loads(Path(args.pairs).read_text(encoding="utf-8"))]
+    rss_start = _rss_mib()
+    started = time.perf_counter()
+    score, version = LOADERS[args.library](args.model_dir, args.model_class, json.loads(args.options))
+    load_seconds = time.perf_counter() - started
+    rss_loaded = _rss_mib()
+    if args.warmup:
+        score(pairs[: args.warmup])
+    started = time.perf_counter()
+    scores = score(pairs)
+    seconds = time.perf_counter() - started
+    if len(scores) != len(pairs):
+        raise RuntimeError(f"{args.library} returned {len(scores)} scores for {len(pairs)} pairs")
+    return {
+        "library": args.library,
+        "version": version,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "pairs": len(pairs),
+        "seconds": seconds,
+        "load_seconds": load_seconds,
+        "rss_start_mib": rss_start,
+        "rss_loaded_mib": rss_loaded,
+        "self_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "scores": [float(s) for s in scores],
+    }
+
+
+def run_matmul(size: int = 2048, seconds: float = 4.0) -> dict[str, Any]:
+    """Best and median fp32 GFLOP/s of a square matmul with torch's default threads."""
+    import torch
+
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    out = torch.empty(size, size)
+    for _ in range(3):
+        torch.matmul(a, b, out=out)
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        started = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        times.append(time.perf_counter() - started)
+    flops = 2 * size**3
+    times.sort()
+    return {
+        "size": size,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "best_gflops": flops / times[0] / 1e9,
+        "median_gflops": flops / times[len(times) // 2] / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    score = sub.add_parser("score")
+    score.add_argument("library", choices=sorted(LOADERS))
+    score.add_argument("model_dir")
+    score.add_argument("model_class")
+    score.add_argument("pairs")
+    score.add_argument("out")
+    score.add_argument("--options", default="{}")
+    score.add_argument("--warmup", type=int, default=16)
+    matmul = sub.add_parser("matmul")
+    matmul.add_argument("out")
+    args = parser.parse_args()
+    result = run_score(args) if args.mode == "score" else run_matmul()
+    Path(args.out).write_text(json.dumps(result), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
