@@ -15,13 +15,13 @@ from conftest import fixture_path, golden_case
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification  # noqa: E402
+import torch
+from transformers import AutoModelForSequenceClassification
 
-from autorerank import AutoReranker  # noqa: E402
-from autorerank.backends import onnx_export  # noqa: E402
-from autorerank.backends.onnx import load_onnx_model  # noqa: E402
-from autorerank.errors import InvalidOptionError, MissingDependencyError, ModelLoadError  # noqa: E402
+from autorerank import AutoReranker
+from autorerank.backends import onnx_export
+from autorerank.backends.onnx import load_onnx_model
+from autorerank.errors import InvalidOptionError, MissingDependencyError, ModelLoadError
 
 pytestmark = pytest.mark.onnx
 
@@ -39,10 +39,14 @@ def onnx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rerankers(onnx_root: Path):
     """One reranker per (fixture, backend, quantize), exported once into the module's cache folder."""
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def get(name: str, backend: str = "torch", quantize: str | None = None):
         fixture = golden_case(CASES[name])["fixture"]
-        extra = {} if backend == "torch" else {"backend": backend, "quantize": quantize, "onnx_dir": str(onnx_root)}
+        extra = (
+            {}
+            if backend == "torch"
+            else {"backend": backend, "quantize": quantize, "onnx_dir": str(onnx_root)}
+        )
         return AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", **extra)
 
     return get
@@ -75,6 +79,21 @@ def test_int8_keeps_the_fp32_ranking(name, rerankers):
     assert not np.allclose(int8, fp32, atol=1e-6), "int8 scores equal fp32: quantization did not happen"
 
 
+def test_blockwise_int8_is_the_accurate_alternative(rerankers, tmp_path, monkeypatch):
+    pytest.importorskip("onnx_ir")  # onnxruntime's block-wise quantizer imports it
+    monkeypatch.setattr(onnx_export, "INT8_SCHEME", "blockwise")
+    pairs = golden_case(CASES["enc-bert"])["pairs"]
+    fixture = fixture_path(golden_case(CASES["enc-bert"])["fixture"])
+    blockwise = AutoReranker.from_finetuned(
+        fixture, devices="cpu", backend="onnx", quantize="int8", onnx_dir=str(tmp_path)
+    )
+    assert blockwise.model.onnx_path.parent.name == "int8-blockwise"
+    fp32 = rerankers("enc-bert", "onnx").compute_score(pairs)
+    rho = spearman(blockwise.compute_score(pairs), fp32)
+    print(f"enc-bert: Spearman(blockwise int8, fp32) = {rho:.4f}")
+    assert rho >= MIN_INT8_SPEARMAN
+
+
 def test_batching_and_padding_do_not_change_fp32_scores(rerankers):
     pairs = golden_case(CASES["enc-bert"])["pairs"]
     reranker = rerankers("enc-bert", "onnx")
@@ -100,7 +119,10 @@ def test_second_load_reuses_the_export(rerankers, onnx_root, monkeypatch):
     monkeypatch.setattr(onnx_export, "_trace", no_export)
     monkeypatch.setattr(onnx_export, "_quantize_int8", no_export)
     again = AutoReranker.from_finetuned(
-        fixture_path(golden_case(CASES["enc-bert"])["fixture"]), devices="cpu", backend="onnx", quantize="int8",
+        fixture_path(golden_case(CASES["enc-bert"])["fixture"]),
+        devices="cpu",
+        backend="onnx",
+        quantize="int8",
         onnx_dir=str(onnx_root),
     )
     assert again.model.onnx_path == first
@@ -109,7 +131,9 @@ def test_second_load_reuses_the_export(rerankers, onnx_root, monkeypatch):
 
 
 def test_changed_weights_get_a_new_cache_folder(tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc-bert/bge-reranker-base")).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        fixture_path("enc-bert/bge-reranker-base")
+    ).eval()
     before = onnx_export.export_folder(model, "bge-reranker-base", tmp_path)
     with torch.no_grad():
         model.classifier.bias += 0.5
@@ -118,7 +142,9 @@ def test_changed_weights_get_a_new_cache_folder(tmp_path):
 
 
 def test_a_failed_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
-    model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc-bert/bge-reranker-base")).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        fixture_path("enc-bert/bge-reranker-base")
+    ).eval()
     monkeypatch.setattr(onnx_export, "_max_error", lambda model, path: float("inf"))
     with pytest.raises(ModelLoadError, match="does not reproduce"):
         load_onnx_model(model, "bge-reranker-base", quantize=None, onnx_dir=tmp_path)
@@ -130,7 +156,9 @@ def test_a_failed_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
 
 def test_large_models_keep_weights_in_one_side_file(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
-    model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc-bert/bge-reranker-base")).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        fixture_path("enc-bert/bge-reranker-base")
+    ).eval()
     wrapper = load_onnx_model(model, "bge-reranker-base", quantize="int8", onnx_dir=tmp_path)
     fp32_file = wrapper.onnx_path.parents[1] / "fp32" / "model.onnx"
     assert (fp32_file.parent / "model.onnx.data").stat().st_size > fp32_file.stat().st_size
@@ -151,7 +179,11 @@ def test_default_cache_is_outside_the_model_folder(tmp_path, monkeypatch):
 def test_bf16_with_onnx_is_refused_before_exporting(tmp_path):
     with pytest.raises(InvalidOptionError, match="float32"):
         AutoReranker.from_finetuned(
-            fixture_path("enc-bert/bge-reranker-base"), devices="cpu", use_bf16=True, backend="onnx", onnx_dir=str(tmp_path)
+            fixture_path("enc-bert/bge-reranker-base"),
+            devices="cpu",
+            use_bf16=True,
+            backend="onnx",
+            onnx_dir=str(tmp_path),
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -166,7 +198,9 @@ def test_bf16_with_onnx_is_refused_before_exporting(tmp_path):
 )
 def test_bad_option_combinations_are_refused(options, message, tmp_path):
     with pytest.raises(InvalidOptionError, match=message):
-        AutoReranker.from_finetuned(fixture_path("enc-bert/bge-reranker-base"), devices="cpu", onnx_dir=str(tmp_path), **options)
+        AutoReranker.from_finetuned(
+            fixture_path("enc-bert/bge-reranker-base"), devices="cpu", onnx_dir=str(tmp_path), **options
+        )
 
 
 def test_cuda_or_half_precision_is_refused(rerankers):

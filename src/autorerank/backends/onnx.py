@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, ModelLoadError
 from ..optional import require
 from .onnx_export import cache_root, ensure_variant, export_folder
 
-__all__ = ["OnnxSequenceClassifier", "OnnxOutput", "load_onnx_model"]
+__all__ = ["OnnxOutput", "OnnxSequenceClassifier", "load_onnx_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class OnnxSequenceClassifier(torch.nn.Module):
     live in the session), so ``reranker.info`` reads the same as with ``backend="torch"``.
     """
 
-    def __init__(self, session: Any, config: Any, parameter_shapes: list[tuple[int, ...]], onnx_path: Path) -> None:
+    def __init__(
+        self, session: Any, config: Any, parameter_shapes: list[tuple[int, ...]], onnx_path: Path
+    ) -> None:
         super().__init__()
         self.session = session
         self.config = config
@@ -89,7 +92,9 @@ class OnnxSequenceClassifier(torch.nn.Module):
         self._input_names = [item.name for item in session.get_inputs()]
         unknown = set(self._input_names) - set(_FEED_NAMES)
         if unknown:
-            raise InvalidOptionError(f"The ONNX model at {onnx_path} expects unsupported inputs {sorted(unknown)}.")
+            raise ModelLoadError(
+                f"The ONNX model at {onnx_path} expects unsupported inputs {sorted(unknown)}."
+            )
 
     def forward(
         self,
@@ -118,7 +123,9 @@ class OnnxSequenceClassifier(torch.nn.Module):
         return self
 
     def cuda(self, device: Any = None) -> OnnxSequenceClassifier:
-        return self.to("cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
+        return self.to(
+            "cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device
+        )
 
     def half(self) -> OnnxSequenceClassifier:
         return self.to(torch.float16)

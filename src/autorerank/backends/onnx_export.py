@@ -1,6 +1,6 @@
 """Turning a loaded torch cross-encoder into ONNX files, once, in a cache that can never hold half a file.
 
-Layout: ``<root>/<name>-<fingerprint>/<variant>/model.onnx`` (``variant`` is ``fp32`` or ``int8``), where
+Layout: ``<root>/<name>-<fingerprint>/<variant>/model.onnx`` (``fp32``, ``int8-dynamic``, ``int8-blockwise``):
 the fingerprint hashes the weights, the config, the recipe below and the library versions. Any change
 to the weights (a new checkpoint, a merged PEFT adapter) therefore lands in a new folder instead of
 loading a stale export. Each variant is built in a hidden temporary folder next to its final place
@@ -18,11 +18,13 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ import torch
 from ..errors import ModelLoadError
 from ..optional import require
 
-__all__ = ["MODEL_FILE", "cache_root", "export_folder", "ensure_variant"]
+__all__ = ["MODEL_FILE", "cache_root", "ensure_variant", "export_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +40,16 @@ MODEL_FILE = "model.onnx"
 # Bump when the export, fusion or quantization recipe changes: old cache entries are then not reused.
 RECIPE = "autorerank-onnx-1"
 OPSET = 17
+# "dynamic": activations quantized per tensor (fastest); "blockwise": per 64-value block (closest to fp32).
+INT8_SCHEME = "dynamic"
 # Weights above this size go to one side file (protobuf cannot hold a message over 2 GiB).
 EXTERNAL_DATA_BYTES = 1_500_000_000
 # Tensors above this many elements are fingerprinted from an evenly strided sample, to keep loading fast.
 _FINGERPRINT_ELEMENTS = 1 << 22
 # Families whose exported graph onnxruntime's BERT fusions (attention, skip-layer-norm, gelu) recognise.
 _BERT_FAMILY = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
-_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# A build folder untouched this long belongs to a process that died: safe to delete.
+_ABANDONED_AFTER_S = 24 * 3600
 
 
 # ----------------------------------------------------------------------------- where the files live
@@ -72,7 +77,9 @@ def _fingerprint(model: torch.nn.Module) -> str:
     versions = f"{RECIPE}|torch {torch.__version__}|transformers {transformers.__version__}|onnxruntime {ort.__version__}"
     digest.update(versions.encode())
     digest.update(type(model).__name__.encode())
-    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    config = {
+        k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")
+    }
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
@@ -85,22 +92,38 @@ def _fingerprint(model: torch.nn.Module) -> str:
 # ----------------------------------------------------------------------------- building a variant
 def ensure_variant(model: torch.nn.Module, folder: Path, quantize: str | None) -> Path:
     """Path of the ``model.onnx`` for ``quantize`` (None: fp32, ``"int8"``), exporting it first if absent."""
-    variant = quantize or "fp32"
+    variant = "fp32" if quantize is None else f"{quantize}-{INT8_SCHEME}"
     target = folder / variant / MODEL_FILE
     if target.is_file():
         logger.info("Reusing the ONNX export at %s", target)
         return target
     fp32 = ensure_variant(model, folder, None) if quantize else None
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(folder)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{variant}-", dir=folder))
     try:
         logger.info("Building the %s ONNX model in %s (one time per weights)", variant, folder)
-        report = _export_fp32(model, partial / MODEL_FILE) if fp32 is None else _quantize_int8(fp32, partial / MODEL_FILE)
+        report = (
+            _export_fp32(model, partial / MODEL_FILE)
+            if fp32 is None
+            else _quantize_int8(fp32, partial / MODEL_FILE)
+        )
         (partial / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
         _publish(partial, folder / variant)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_builds(folder: Path) -> None:
+    """Temporary folders left by a process killed mid-build (never loaded, only taking space)."""
+    cutoff = time.time() - _ABANDONED_AFTER_S
+    for partial in folder.glob(".partial-*"):
+        try:
+            if partial.stat().st_mtime < cutoff:
+                shutil.rmtree(partial)
+        except OSError:  # another process is removing or using it
+            continue
 
 
 def _publish(partial: Path, final: Path) -> None:
@@ -118,7 +141,12 @@ def _export_fp32(model: torch.nn.Module, target: Path) -> dict[str, Any]:
     onnx = require("onnx", "onnx", "backend='onnx'")
     traced = target.with_name("traced") / MODEL_FILE
     traced.parent.mkdir()
-    _trace(model, traced)
+    try:
+        _trace(model, traced)
+    except (RuntimeError, TypeError, ValueError) as exc:  # torch.onnx's errors derive from RuntimeError
+        raise ModelLoadError(
+            f"Cannot export {type(model).__name__} to ONNX ({type(exc).__name__}: {exc}); use backend='torch'."
+        ) from exc
     candidates = [("fused", _fuse(model, traced)), ("unfused", onnx.load(str(traced)))]
     for label, proto in candidates:
         if proto is None:
@@ -127,8 +155,16 @@ def _export_fp32(model: torch.nn.Module, target: Path) -> dict[str, Any]:
         error = _max_error(model, target)
         if error <= 1e-3:
             shutil.rmtree(traced.parent)
-            return {"recipe": RECIPE, "variant": "fp32", "graph": label, "max_abs_error_vs_torch": error, **_versions()}
-        logger.warning("The %s ONNX graph differs from torch by %.3g; trying the next candidate.", label, error)
+            return {
+                "recipe": RECIPE,
+                "variant": "fp32",
+                "graph": label,
+                "max_abs_error_vs_torch": error,
+                **_versions(),
+            }
+        logger.warning(
+            "The %s ONNX graph differs from torch by %.3g; trying the next candidate.", label, error
+        )
     raise ModelLoadError(
         f"The ONNX export of {type(model).__name__} does not reproduce the torch scores (max error {error:.3g}); "
         "use backend='torch' for this model."
@@ -161,71 +197,108 @@ def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
     """Trace plain matmul-softmax attention (the pattern onnxruntime fuses), then restore the model's choice."""
     setter = getattr(model, "set_attn_implementation", None)
     original = getattr(model.config, "_attn_implementation", None)
-    if setter is None or original in (None, "eager"):
-        yield
-        return
-    try:
-        setter("eager")
-    except (ValueError, ImportError, AttributeError):  # the architecture offers no eager path
-        yield
-        return
+    switched = False
+    if setter is not None and original not in (None, "eager"):
+        try:
+            setter("eager")
+            switched = True
+        except (ValueError, ImportError, AttributeError):  # no eager path here: trace what the model has
+            logger.debug("%s has no eager attention; tracing %s attention.", type(model).__name__, original)
     try:
         yield
     finally:
-        setter(original)
+        if switched:
+            setter(original)
 
 
 def _fuse(model: torch.nn.Module, traced: Path) -> Any | None:
     """onnxruntime's transformer fusions for BERT-family graphs (None for other families)."""
     config = model.config
     if getattr(config, "model_type", None) not in _BERT_FAMILY:
-        logger.info("No offline fusion for model_type %r; onnxruntime's own graph optimisations still apply.", config.model_type)
+        logger.info(
+            "No offline fusion for model_type %r; onnxruntime's own graph optimisations still apply.",
+            config.model_type,
+        )
         return None
     require("onnxruntime", "onnx", "backend='onnx'")
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    options.attention_mask_format = AttentionMaskFormat.AttentionMask  # the raw (B, T) mask: any padding layout
-    with _quiet_root_logger():
-        optimized = optimize_model(
-            str(traced),
-            model_type="bert",
-            num_heads=getattr(config, "num_attention_heads", 0),
-            hidden_size=getattr(config, "hidden_size", 0),
-            optimization_options=options,
-            opt_level=0,
-        )
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask  # the raw (B, T) mask: any padding
+    try:
+        with _quiet_root_logger():
+            optimized = optimize_model(
+                str(traced),
+                model_type="bert",
+                num_heads=getattr(config, "num_attention_heads", 0),
+                hidden_size=getattr(config, "hidden_size", 0),
+                optimization_options=options,
+                opt_level=0,
+            )
+    except (RuntimeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        logger.warning("onnxruntime could not fuse this graph (%s); keeping it unfused.", exc)
+        return None
     logger.debug("ONNX fusions: %s", optimized.get_fused_operator_statistics())
     proto = optimized.model
     if not any(entry.domain == "com.microsoft" for entry in proto.opset_import):  # fused ops live there
-        proto.opset_import.append(require("onnx", "onnx", "backend='onnx'").helper.make_opsetid("com.microsoft", 1))
+        proto.opset_import.append(
+            require("onnx", "onnx", "backend='onnx'").helper.make_opsetid("com.microsoft", 1)
+        )
     return proto
 
 
 def _quantize_int8(fp32: Path, target: Path) -> dict[str, Any]:
-    """Dynamic int8: weights quantized once per output channel, activations per tensor at run time (uint8 x int8,
-    the pairing that AVX-512 VNNI and AVX2 integer dot products run fastest). Attention scores stay float32."""
     onnx = require("onnx", "onnx", "backend='onnx'")
     require("onnxruntime", "onnx", "backend='onnx'")
+    with _quiet_root_logger():
+        if INT8_SCHEME == "blockwise":
+            how = _quantize_blockwise(onnx, fp32, target)
+        else:
+            large = not _all_inline(onnx.load(str(fp32), load_external_data=False))
+            how = _quantize_dynamic(onnx, fp32, target, large)
+    return {"recipe": RECIPE, "variant": "int8", "quantization": how, **_versions()}
+
+
+def _quantize_dynamic(onnx: ModuleType, fp32: Path, target: Path, large: bool) -> str:
+    """Weights int8 per output channel; activations uint8 per tensor at run time (u8 x s8 is the pairing
+    AVX-512 VNNI and AVX2 integer dot products run fastest). Attention scores stay float32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    large = not _all_inline(onnx.load(str(fp32), load_external_data=False))
-    with _quiet_root_logger():
-        quantize_dynamic(
-            str(fp32),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Attention"],
-            use_external_data_format=large,
-            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    return {"recipe": RECIPE, "variant": "int8", "quantization": "dynamic, QInt8 weights per channel", **_versions()}
+    quantize_dynamic(
+        str(fp32),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Attention"],
+        use_external_data_format=large,
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return "dynamic: int8 weights per channel, uint8 activations per tensor"
+
+
+def _quantize_blockwise(onnx: ModuleType, fp32: Path, target: Path) -> str:
+    """Weights int8 per block of 64 inputs; activations int8 per block at run time (MatMulNBits, int8 compute)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32)), bits=8, block_size=64, is_symmetric=True, accuracy_level=4
+    )
+    chatty = logging.getLogger(MatMulNBitsQuantizer.__module__)  # logs every node at INFO
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)
+    try:
+        quantizer.process()
+    finally:
+        chatty.setLevel(level)
+    _save(onnx, quantizer.model.model, target)
+    return "blockwise: int8 weights and activations per 64-value block (MatMulNBits, accuracy_level 4)"
 
 
 # ----------------------------------------------------------------------------- helpers
-def _sample_inputs(model: torch.nn.Module, *, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def _sample_inputs(
+    model: torch.nn.Module, *, batch: int, length: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A right-padded batch of valid, non-pad token ids (rows shorter than ``length`` are padded)."""
     config = model.config
     pad_id = config.pad_token_id if config.pad_token_id is not None else 0
@@ -263,7 +336,11 @@ def _save(onnx: ModuleType, proto: Any, target: Path) -> None:
     for stale in target.parent.glob(f"{target.name}*"):
         stale.unlink()
     onnx.save_model(
-        proto, str(target), save_as_external_data=large, all_tensors_to_one_file=True, location=f"{target.name}.data"
+        proto,
+        str(target),
+        save_as_external_data=large,
+        all_tensors_to_one_file=True,
+        location=f"{target.name}.data",
     )
 
 
