@@ -37,6 +37,15 @@ def tolerance(fixture: str) -> float:
     return max(1e-4, suggested[fixture.rstrip("/")])
 
 
+def write(path: Path, text: str | bytes) -> Path:
+    """Write a test input file (bytes as given, text as UTF-8) and return its path."""
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8")
+    else:
+        path.write_bytes(text)
+    return path
+
+
 def fixture_path(fixture: str) -> str:
     return str(FIXTURES / fixture)
 

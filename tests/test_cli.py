@@ -12,7 +12,7 @@ import json
 import sys
 
 import pytest
-from conftest import cached_reranker
+from conftest import cached_reranker, write
 
 from autorerank import Reranker
 from autorerank.cli import main
@@ -44,14 +44,6 @@ def run_cli(argv, capsys, stdin: str | None = None, monkeypatch=None):
     code = main([str(arg) for arg in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def write(path, text: str | bytes):
-    if isinstance(text, str):
-        path.write_text(text, encoding="utf-8")
-    else:
-        path.write_bytes(text)
-    return path
 
 
 # ---------------------------------------------------------------- parsing (no model)

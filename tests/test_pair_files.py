@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write
 
 from autorerank.io import InputFileError, ScoreWriter, count_scores, pair_format, read_pairs
-
-
-def write(path, text: str | bytes):
-    if isinstance(text, str):
-        path.write_text(text, encoding="utf-8")
-    else:
-        path.write_bytes(text)
-    return path
 
 
 def pairs_of(path, fmt=None):

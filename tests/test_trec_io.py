@@ -6,6 +6,7 @@ import gzip
 import io
 
 import pytest
+from conftest import write
 
 from autorerank.errors import InvalidInputError
 from autorerank.io import (
@@ -17,14 +18,6 @@ from autorerank.io import (
     read_run,
     write_run_lines,
 )
-
-
-def write(path, text: str | bytes):
-    if isinstance(text, str):
-        path.write_text(text, encoding="utf-8")
-    else:
-        path.write_bytes(text)
-    return path
 
 
 # ---------------------------------------------------------------- runs
