@@ -27,7 +27,7 @@ pytestmark = pytest.mark.onnx
 
 CASES = {"enc": "enc-auto-default", "enc-bert": "bert-auto-default"}
 # int8 may reorder near-ties; on the tiny random fixtures it keeps Spearman ~0.99 (measured 0.991-0.993).
-MIN_INT8_SPEARMAN = 0.95
+MIN_INT8_SPEARMAN = 0.98
 
 
 @pytest.fixture(scope="module")
