@@ -53,7 +53,9 @@ class EncoderReranker(Reranker):
         if self.backend == "onnx":
             from ..backends.onnx import load_onnx_model
 
-            return load_onnx_model(model, self.model_name_or_path, quantize=self._quantize, onnx_dir=self._onnx_dir)
+            return load_onnx_model(
+                model, self.model_name_or_path, quantize=self._quantize, onnx_dir=self._onnx_dir, devices=self.devices
+            )
         return model
 
     def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
