@@ -299,25 +299,16 @@ def collection(tmp_path):
     return {"run": run, "queries": queries, "corpus": corpus, "qrels": qrels}
 
 
+def rerank_run_args(model, collection, out, *extra):
+    """Arguments of a rerank-run over the test collection."""
+    return ["rerank-run", model, "--run", collection["run"], "--queries", collection["queries"],
+            "--corpus", collection["corpus"], "--output", out, *extra]
+
+
 def test_rerank_run_writes_a_trec_run_that_eval_reads(tmp_path, capsys, enc_path, reference, collection):
     out = tmp_path / "reranked.trec"
     code, _, err = run_cli(
-        [
-            "rerank-run",
-            enc_path,
-            "--run",
-            collection["run"],
-            "--queries",
-            collection["queries"],
-            "--corpus",
-            collection["corpus"],
-            "--depth",
-            "3",
-            "--output",
-            out,
-            "--tag",
-            "ce",
-        ],
+        rerank_run_args(enc_path, collection, out, "--depth", "3", "--tag", "ce"),
         capsys,
     )
     assert code == 0, err
@@ -411,18 +402,7 @@ def test_rerank_run_bad_files_exit_2_and_keep_the_old_output(
     write(collection[target], content)
     out = write(tmp_path / "reranked.trec", "an older output\n")
     code, stdout, err = run_cli(
-        [
-            "rerank-run",
-            enc_path,
-            "--run",
-            collection["run"],
-            "--queries",
-            collection["queries"],
-            "--corpus",
-            collection["corpus"],
-            "--output",
-            out,
-        ],
+        rerank_run_args(enc_path, collection, out),
         capsys,
     )
     assert code == 2
