@@ -6,9 +6,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 # Speed-up and memory targets of issue 4, against FlagEmbedding fp32: (min speed ratio, max memory ratio).
 TARGETS = {"minilm": (1.4, None), "xlmr-base": (1.4, None), "llm": (1.5, 0.5)}
 TARGET_VARIANT = "autorerank fp32"
+# The int8 target: (variant, model, min speed ratio, min Spearman correlation with the baseline's fp32 scores).
+INT8_TARGET = ("autorerank onnx int8", "minilm", 3.0, 0.99)
 # fp32 scores of two correct implementations differ only by summation order.
 SCORE_TOLERANCE = 1e-3
 
@@ -40,6 +44,22 @@ def max_abs_diff(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation (tied scores share their mean rank): how well a variant keeps the baseline's ordering."""
+    if len(a) != len(b):
+        raise ValueError(f"cannot correlate {len(a)} scores with {len(b)}")
+    ranks_a, ranks_b = _ranks(a), _ranks(b)
+    if ranks_a.std() == 0 or ranks_b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # rank of the first copy of each distinct value
+    return (first + (counts - 1) / 2)[inverse]
+
+
 def _row(m: Measurement, base: Measurement | None, flops: int, peak_gflops: float) -> list[str]:
     if m.result is None:
         return [m.model, m.label, "FAILED: " + (m.error or "")]
@@ -49,6 +69,7 @@ def _row(m: Measurement, base: Measurement | None, flops: int, peak_gflops: floa
     speed = f"{m.pairs_per_s / base.pairs_per_s:.2f}x" if has_base else "-"
     memory = f"{m.peak_rss_mib / base.peak_rss_mib:.2f}x" if has_base else "-"
     diff = f"{max_abs_diff(r['scores'], base.result['scores']):.1e}" if has_base else "-"
+    rho = f"{spearman(r['scores'], base.result['scores']):.4f}" if has_base else "-"
     return [
         m.model,
         m.label,
@@ -63,6 +84,7 @@ def _row(m: Measurement, base: Measurement | None, flops: int, peak_gflops: floa
         f"{gflops:.0f}",
         f"{100 * gflops / peak_gflops:.0f}%",
         diff,
+        rho,
     ]
 
 
@@ -80,6 +102,7 @@ HEADER = [
     "GFLOP/s",
     "of peak",
     "max|dscore| vs FE",
+    "Spearman vs FE",
 ]
 
 
@@ -112,6 +135,18 @@ def _target_lines(measurements: list[Measurement], baselines: dict[str, Measurem
         lines.append(
             f"  {m.model:<9} {speed:.2f}x speed, {memory:.2f}x memory  (target {need}): "
             + ("MET" if ok else "NOT MET")
+        )
+    label, model, min_speed, min_rho = INT8_TARGET
+    for m in measurements:
+        base = baselines.get(m.model)
+        if m.label != label or m.model != model or m.result is None or base is None or base.result is None:
+            continue
+        speed = m.pairs_per_s / base.pairs_per_s
+        rho = spearman(m.result["scores"], base.result["scores"])
+        ok = speed >= min_speed and rho >= min_rho
+        lines.append(
+            f"  {m.model:<9} {label}: {speed:.2f}x speed, Spearman {rho:.4f} vs fp32 scores "
+            f"(target >= {min_speed}x, >= {min_rho}): " + ("MET" if ok else "NOT MET")
         )
     return lines
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_flops import forward_flops, layer_flops, total_flops
 from bench_pairs import PASSAGE_WORDS, QUERY_WORDS, generate_pairs, read_pairs, write_pairs
+from bench_report import spearman
 from bench_specs import SPECS
 
 
@@ -76,3 +77,19 @@ def test_spec_fingerprints_change_with_the_shape(name: str) -> None:
     spec = SPECS[name]
     assert spec.fingerprint() == SPECS[name].fingerprint()
     assert replace(spec, layers=spec.layers + 1).fingerprint() != spec.fingerprint()
+
+
+def test_spearman_reads_ranks_not_values() -> None:
+    scores = [0.1, 0.5, 0.2, 0.9, 0.3]
+    assert spearman(scores, [x**3 + 7 for x in scores]) == pytest.approx(1.0)
+    assert spearman(scores, [-x for x in scores]) == pytest.approx(-1.0)
+
+
+def test_spearman_gives_tied_scores_their_mean_rank() -> None:
+    # ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3): covariance 4.5, variances 4.5 and 5.
+    assert spearman([1.0, 2.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(4.5 / (4.5 * 5) ** 0.5)
+
+
+def test_spearman_refuses_score_lists_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="3 scores with 2"):
+        spearman([1.0, 2.0, 3.0], [1.0, 2.0])

@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification
 from ..batching import Batch, Features
 from ..errors import InvalidOptionError, ModelLoadError
 from ..loading import dtype_kwargs, load_pretrained
+from ..models.bert_classifier import fast_bert_classifier
 from ..options import ScoringOptions
 from ..ragged import Ragged
 from ..registry import RerankerKind, register_kind
@@ -54,9 +55,13 @@ class EncoderReranker(Reranker):
             from ..backends.onnx import load_onnx_model
 
             return load_onnx_model(
-                model, self.model_name_or_path, quantize=self._quantize, onnx_dir=self._onnx_dir, devices=self.devices
+                model,
+                self.model_name_or_path,
+                quantize=self._quantize,
+                onnx_dir=self._onnx_dir,
+                devices=self.devices,
             )
-        return model
+        return fast_bert_classifier(model) or model
 
     def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
         model = load_pretrained(
@@ -81,7 +86,10 @@ class EncoderReranker(Reranker):
         query_ids = self.tokenizer.encode(queries, options.query_limit)
         passage_ids = self.tokenizer.encode(passages, options.passage_limit)
         passage_ids = truncate_second(
-            query_ids.lengths + template.n_special, passage_ids, options.max_length, self.tokenizer.truncation_side
+            query_ids.lengths + template.n_special,
+            passage_ids,
+            options.max_length,
+            self.tokenizer.truncation_side,
         )
         input_ids = Ragged.concat(
             [
