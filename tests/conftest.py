@@ -46,11 +46,20 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation of two score lists (continuous scores: no ties to average)."""
+    import numpy as np
+
+    rank_a = np.argsort(np.argsort(a)).astype(float)
+    rank_b = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+
+
 def fixture_path(fixture: str) -> str:
     return str(FIXTURES / fixture)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_reranker(fixture: str, **kwargs: Any):
     """One loaded reranker per fixture and options, shared across tests (scoring does not mutate it)."""
     from autorerank import AutoReranker

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fixture_path, golden_case
+from conftest import fixture_path, golden_case, spearman
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -50,13 +50,6 @@ def rerankers(onnx_root: Path):
         return AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", **extra)
 
     return get
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation (the scores are continuous, so there are no ties to average)."""
-    rank_a = np.argsort(np.argsort(a)).astype(float)
-    rank_b = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -191,7 +184,7 @@ def test_bf16_with_onnx_is_refused_before_exporting(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"quantize": "int8"}, "needs backend='onnx'"),
+        ({"quantize": "int8"}, "needs backend='openvino'"),
         ({"backend": "onnx", "quantize": "int4"}, "quantize must be"),
         ({"backend": "tensorrt"}, "backend must be"),
     ],

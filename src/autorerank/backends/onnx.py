@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import InvalidOptionError, ModelLoadError
+from ..errors import InvalidOptionError
 from ..optional import require
 from .onnx_export import cache_root, ensure_variant, export_folder
+from .runtime import RuntimeClassifier, check_cpu_devices, check_float32
 
-__all__ = ["OnnxOutput", "OnnxSequenceClassifier", "load_onnx_model"]
+__all__ = ["OnnxSequenceClassifier", "load_onnx_model"]
 
 logger = logging.getLogger(__name__)
 
 _PURPOSE = "backend='onnx'"
-_FEED_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def load_onnx_model(
@@ -49,9 +48,8 @@ def load_onnx_model(
     require("onnx", "onnx", _PURPOSE)
     if quantize not in (None, "int8"):
         raise InvalidOptionError(f"quantize must be None or 'int8', got {quantize!r}.")
-    for device in devices or ():
-        _check_device(torch.device(device))
-    _check_dtypes(torch_model)
+    check_cpu_devices(devices, "onnx")
+    check_float32(torch_model, "onnx")
     folder = export_folder(torch_model, model_name_or_path, cache_root(onnx_dir))
     path = ensure_variant(torch_model.eval(), folder, quantize)
     shapes = [tuple(parameter.shape) for parameter in torch_model.parameters()]
@@ -67,99 +65,21 @@ def _session(ort: Any, path: Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@dataclass(frozen=True)
-class OnnxOutput:
-    """What the encoder kind reads from a model call."""
+class OnnxSequenceClassifier(RuntimeClassifier):
+    """A sequence-classification model whose forward pass runs in an ONNX Runtime session (CPU)."""
 
-    logits: torch.Tensor  # (B, num_labels)
-
-
-class OnnxSequenceClassifier(torch.nn.Module):
-    """A sequence-classification model whose forward pass runs in ONNX Runtime (CPU, float32 inputs and outputs).
-
-    It keeps the torch model's ``config`` and reports its parameter count (the weights themselves
-    live in the session), so ``reranker.info`` reads the same as with ``backend="torch"``.
-    """
+    backend = "onnx"
 
     def __init__(
         self, session: Any, config: Any, parameter_shapes: list[tuple[int, ...]], onnx_path: Path
     ) -> None:
-        super().__init__()
+        super().__init__(config, parameter_shapes, [item.name for item in session.get_inputs()])
         self.session = session
-        self.config = config
         self.onnx_path = onnx_path
-        self._parameter_shapes = parameter_shapes
-        self._input_names = [item.name for item in session.get_inputs()]
-        unknown = set(self._input_names) - set(_FEED_NAMES)
-        if unknown:
-            raise ModelLoadError(
-                f"The ONNX model at {onnx_path} expects unsupported inputs {sorted(unknown)}."
-            )
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> OnnxOutput:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        feeds = {}
-        for name in self._input_names:
-            tensor = given[name] if given[name] is not None else torch.zeros_like(input_ids)
-            feeds[name] = _as_int64_array(tensor)  # (B, T)
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         (logits,) = self.session.run(["logits"], feeds)  # (B, num_labels)
-        return OnnxOutput(torch.from_numpy(logits))
-
-    # The weights live in the session: moving or casting is refused rather than silently ignored.
-    def to(self, *args: Any, **kwargs: Any) -> OnnxSequenceClassifier:
-        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)  # the parser nn.Module.to uses
-        if device is not None:
-            _check_device(torch.device(device))
-        if dtype is not None and dtype != torch.float32:
-            raise InvalidOptionError(
-                f"backend='onnx' computes in float32 (int8 weights with quantize='int8'), not {dtype}: "
-                "drop use_fp16/use_bf16, or use backend='torch'."
-            )
-        return self
-
-    def cuda(self, device: Any = None) -> OnnxSequenceClassifier:
-        return self.to(
-            "cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device
-        )
-
-    def half(self) -> OnnxSequenceClassifier:
-        return self.to(torch.float16)
-
-    def bfloat16(self) -> OnnxSequenceClassifier:
-        return self.to(torch.bfloat16)
-
-    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
-        """Shape-only (meta) stand-ins for the exported weights, so parameter counts match the torch model."""
-        for shape in self._parameter_shapes:
-            yield torch.nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
+        return logits
 
     def extra_repr(self) -> str:
         return f"onnx_path={str(self.onnx_path)!r}"
-
-
-def _as_int64_array(tensor: torch.Tensor) -> np.ndarray:
-    if tensor.device.type != "cpu":
-        raise InvalidOptionError("backend='onnx' takes CPU tensors.")
-    return tensor.detach().to(torch.int64).contiguous().numpy()
-
-
-def _check_device(device: torch.device) -> None:
-    if device.type != "cpu":
-        raise InvalidOptionError(
-            f"backend='onnx' runs on the CPU only, not on {device}: pass devices='cpu', or use backend='torch' there."
-        )
-
-
-def _check_dtypes(model: torch.nn.Module) -> None:
-    dtypes = {parameter.dtype for parameter in model.parameters()}
-    if dtypes - {torch.float32}:
-        found = ", ".join(sorted(str(dtype).removeprefix("torch.") for dtype in dtypes))
-        raise InvalidOptionError(
-            f"backend='onnx' exports float32 weights, but the model was loaded in {found}: "
-            "drop use_fp16/use_bf16 (use quantize='int8' for a smaller, faster model), or use backend='torch'."
-        )

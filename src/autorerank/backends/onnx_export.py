@@ -11,7 +11,6 @@ leaves a file that a later load would trust.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -26,11 +25,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ModelLoadError
 from ..optional import require
+from .runtime import eager_attention, max_logit_error, sample_inputs
 
 __all__ = ["MODEL_FILE", "cache_root", "ensure_variant", "export_folder"]
 
@@ -173,10 +172,10 @@ def _export_fp32(model: torch.nn.Module, target: Path) -> dict[str, Any]:
 
 def _trace(model: torch.nn.Module, target: Path) -> None:
     """TorchScript-based export: needs no package beyond torch and handles transformers encoders well."""
-    inputs = _sample_inputs(model, batch=2, length=8)
+    inputs = sample_inputs(model, batch=2, length=8)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
     axes["logits"] = {0: "batch"}
-    with _eager_attention(model), torch.no_grad(), warnings.catch_warnings():
+    with eager_attention(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths we do not take
         torch.onnx.export(
             model,
@@ -190,25 +189,6 @@ def _trace(model: torch.nn.Module, target: Path) -> None:
             dynamo=False,
             do_constant_folding=True,
         )
-
-
-@contextmanager
-def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Trace plain matmul-softmax attention (the pattern onnxruntime fuses), then restore the model's choice."""
-    setter = getattr(model, "set_attn_implementation", None)
-    original = getattr(model.config, "_attn_implementation", None)
-    switched = False
-    if setter is not None and original not in (None, "eager"):
-        try:
-            setter("eager")
-            switched = True
-        except (ValueError, ImportError, AttributeError):  # no eager path here: trace what the model has
-            logger.debug("%s has no eager attention; tracing %s attention.", type(model).__name__, original)
-    try:
-        yield
-    finally:
-        if switched:
-            setter(original)
 
 
 def _fuse(model: torch.nn.Module, traced: Path) -> Any | None:
@@ -296,37 +276,14 @@ def _quantize_blockwise(onnx: ModuleType, fp32: Path, target: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _sample_inputs(
-    model: torch.nn.Module, *, batch: int, length: int, seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """A right-padded batch of valid, non-pad token ids (rows shorter than ``length`` are padded)."""
-    config = model.config
-    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, config.vocab_size, (batch, length), generator=generator)  # (B, T)
-    ids = torch.where(ids == pad_id, (pad_id + 1) % config.vocab_size, ids)
-    lengths = torch.linspace(length, max(3, length // 2), batch).round().long()  # (B,) first row full
-    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()  # (B, T)
-    inputs = {"input_ids": torch.where(mask.bool(), ids, pad_id), "attention_mask": mask}
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
-        second = torch.arange(length)[None, :] >= (lengths[:, None] // 2)
-        type_vocab = getattr(config, "type_vocab_size", 1)
-        inputs["token_type_ids"] = (second & mask.bool()).long() if type_vocab > 1 else torch.zeros_like(ids)
-    return inputs
-
-
 def _max_error(model: torch.nn.Module, path: Path) -> float:
     """Largest |ORT - torch| logit on a batch of another shape than the traced one, relative to scale >= 1."""
     ort = require("onnxruntime", "onnx", "backend='onnx'")
-    inputs = _sample_inputs(model, batch=3, length=13, seed=1)
-    with torch.no_grad():
-        expected = model(**inputs).logits.float().numpy()  # (B, L)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wanted = {item.name for item in session.get_inputs()}
-    (got,) = session.run(["logits"], {k: v.numpy() for k, v in inputs.items() if k in wanted})
-    if got.shape != expected.shape or not np.all(np.isfinite(got)):
-        return float("inf")
-    return float(np.max(np.abs(got - expected)) / max(1.0, float(np.max(np.abs(expected)))))
+    return max_logit_error(
+        model, lambda feeds: session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
+    )
 
 
 def _save(onnx: ModuleType, proto: Any, target: Path) -> None:

@@ -18,7 +18,10 @@ from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
 from ..tokenization import truncate_second
 
-__all__ = ["EncoderReranker"]
+__all__ = ["BACKENDS", "EncoderReranker"]
+
+# Runtimes a cross-encoder can run on; all but torch take float32 weights on the CPU (int8 with quantize="int8").
+BACKENDS = ("torch", "onnx", "openvino")
 
 
 @register_kind(RerankerKind.ENCODER_ONLY_BASE)
@@ -41,12 +44,20 @@ class EncoderReranker(Reranker):
         onnx_dir: str | None = None,
         **options: Any,
     ) -> None:
-        if backend not in ("torch", "onnx"):
-            raise InvalidOptionError(f"backend must be 'torch' or 'onnx', got {backend!r}.")
+        if backend not in BACKENDS:
+            raise InvalidOptionError(
+                f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}."
+            )
         if quantize not in (None, "int8"):
             raise InvalidOptionError(f"quantize must be None or 'int8', got {quantize!r}.")
-        if quantize is not None and backend != "onnx":
-            raise InvalidOptionError("quantize='int8' needs backend='onnx'.")
+        if quantize is not None and backend == "torch":
+            raise InvalidOptionError(
+                "quantize='int8' needs backend='openvino' (most accurate) or backend='onnx'."
+            )
+        if onnx_dir is not None and backend != "onnx":
+            raise InvalidOptionError(
+                "onnx_dir is where backend='onnx' keeps its exports; it needs backend='onnx'."
+            )
         self.backend, self._quantize, self._onnx_dir = backend, quantize, onnx_dir
         super().__init__(model_name_or_path, **options)
 
@@ -61,6 +72,10 @@ class EncoderReranker(Reranker):
                 onnx_dir=self._onnx_dir,
                 devices=self.devices,
             )
+        if self.backend == "openvino":
+            from ..backends.openvino import load_openvino_model
+
+            return load_openvino_model(model, quantize=self._quantize, devices=self.devices)
         return fast_bert_classifier(model) or model
 
     def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
