@@ -18,8 +18,6 @@ QUERY_WORDS = (5, 15)
 PASSAGE_WORDS = (30, 200)
 
 
-
-
 def _word(rng: random.Random) -> str:
     """One word: function words dominate, as in real text, so word-piece counts per word stay realistic."""
     roll = rng.random()

@@ -63,6 +63,14 @@ VARIANTS: tuple[Variant, ...] = (
         models=ENCODERS,
         flag="onnx",
     ),
+    Variant("autorerank openvino", "autorerank", {"backend": "openvino"}, models=ENCODERS, flag="openvino"),
+    Variant(
+        "autorerank openvino int8",
+        "autorerank",
+        {"backend": "openvino", "quantize": "int8"},
+        models=ENCODERS,
+        flag="openvino",
+    ),
 )
 
 
@@ -82,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--use-bf16", dest="use_bf16", action="store_true", help="add bf16 variants")
     parser.add_argument("--onnx", action="store_true", help="add autorerank ONNX (fp32 and int8) variants")
+    parser.add_argument(
+        "--openvino", action="store_true", help="add autorerank OpenVINO (fp32 and int8) variants"
+    )
     parser.add_argument("--seed", type=int, default=20240611, help="seed of the generated pairs")
     parser.add_argument("--warmup", type=int, default=16, help="pairs scored before timing starts")
     parser.add_argument(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from types import SimpleNamespace
 
-from autorerank.batching import Features, collate, plan_batches
+import numpy as np
+import pytest
+import torch
+from conftest import cached_reranker
+
+from autorerank.batching import Features, collate, default_batch_tokens, plan_batches
+from autorerank.errors import InvalidOptionError
 from autorerank.ragged import Ragged
 
 
@@ -48,3 +53,35 @@ def test_ragged_concat_head_and_padding_on_both_sides():
     assert left.input_ids.tolist() == [[9, 1, 2, 8], [0, 0, 9, 8]]
     assert left.attention_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
     assert rows.tail(np.array([1, 1, 1])).row(0) == [3]
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (SimpleNamespace(hidden_size=384, intermediate_size=1536), 2730),  # MiniLM-L6: 16 MiB / (4 B x 1536)
+        (SimpleNamespace(hidden_size=768, intermediate_size=3072), 1365),  # XLM-R base
+        (SimpleNamespace(hidden_size=64, intermediate_size=128), 16384),  # tiny: capped
+        (SimpleNamespace(hidden_size=8192, intermediate_size=65536), 256),  # huge: floor
+        (None, 1024),  # no config: sized for a 4096-wide layer
+    ],
+)
+def test_cpu_budget_keeps_the_widest_activation_near_cache_size(config, expected):
+    assert default_batch_tokens(torch.device("cpu"), config) == expected
+
+
+def test_gpu_budget_is_large():
+    config = SimpleNamespace(hidden_size=768, intermediate_size=3072)
+    assert default_batch_tokens(torch.device("cuda", 0), config) == 16384
+
+
+def test_auto_budget_scores_like_an_explicit_one():
+    reranker = cached_reranker("enc-bert/bge-reranker-base")
+    pairs = [(f"query {i}", "passage " * (i % 30 + 1)) for i in range(40)]
+    auto = reranker.compute_score(pairs, max_batch_tokens="auto")
+    np.testing.assert_allclose(auto, reranker.compute_score(pairs, max_batch_tokens=64), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["big", 0, 2.5])
+def test_a_bad_budget_names_the_accepted_values(bad):
+    with pytest.raises(InvalidOptionError, match="max_batch_tokens must be a positive int, 'auto' or None"):
+        cached_reranker("enc-bert/bge-reranker-base").compute_score([("q", "p")], max_batch_tokens=bad)

@@ -15,7 +15,14 @@ import torch
 
 from .ragged import Ragged
 
-__all__ = ["Features", "Batch", "plan_batches", "collate"]
+__all__ = ["Features", "Batch", "default_batch_tokens", "plan_batches", "collate"]
+
+# On a CPU, batches whose widest activation (padded tokens x the widest layer, float32) stays near the
+# size of a last-level cache run 15-40% faster than 16k-token batches (measured on the speed benchmark:
+# MiniLM-L6 best at 2-4k tokens, XLM-R base at ~1k, a 1024-wide Gemma at ~512). GPUs want large batches.
+CPU_ACTIVATION_BYTES = 16 << 20
+LARGE_BATCH_TOKENS = 16384
+MIN_BATCH_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,15 @@ class Batch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+
+def default_batch_tokens(device: torch.device, config: object) -> int:
+    """The ``max_batch_tokens="auto"`` budget for a model (its ``config``) on ``device``."""
+    if device.type != "cpu":
+        return LARGE_BATCH_TOKENS
+    widths = [getattr(config, name, None) for name in ("intermediate_size", "hidden_size")]
+    widest = max((w for w in widths if isinstance(w, int) and w > 0), default=4096)
+    return int(min(LARGE_BATCH_TOKENS, max(MIN_BATCH_TOKENS, CPU_ACTIVATION_BYTES // (4 * widest))))
 
 
 def plan_batches(lengths: np.ndarray, *, max_pairs: int, max_tokens: int | None) -> list[np.ndarray]:

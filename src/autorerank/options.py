@@ -7,11 +7,10 @@ from typing import Any, Sequence
 
 from .errors import InvalidOptionError
 
-__all__ = ["ScoringOptions", "DEFAULT_MAX_BATCH_TOKENS", "as_layers"]
+__all__ = ["AUTO", "ScoringOptions", "as_layers"]
 
-# Padded tokens per forward pass: large enough to keep matrix kernels busy, small enough that a
-# batch of 512-token pairs stays well under a gigabyte of activations in a base-size model.
-DEFAULT_MAX_BATCH_TOKENS = 16384
+# max_batch_tokens="auto": each process sizes the budget for its own device and model (see batching.py).
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class ScoringOptions:
     """Everything that shapes how pairs are tokenized, batched and reported."""
 
     batch_size: int = 128
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
+    max_batch_tokens: int | str | None = AUTO
     query_max_length: int | None = None
     max_length: int = 512
     passage_max_length: int | None = None
@@ -33,9 +32,11 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         _check_positive("batch_size", self.batch_size)
         _check_positive("max_length", self.max_length)
-        for name in ("max_batch_tokens", "query_max_length", "passage_max_length", "compress_ratio"):
+        for name in ("query_max_length", "passage_max_length", "compress_ratio"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
+        if self.max_batch_tokens not in (None, AUTO):
+            _check_positive("max_batch_tokens", self.max_batch_tokens, also="'auto' or None")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise InvalidOptionError(f"prompt must be a string or None, got {type(self.prompt).__name__}.")
         object.__setattr__(self, "cutoff_layers", as_layers("cutoff_layers", self.cutoff_layers))
@@ -80,6 +81,6 @@ def as_layers(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] |
     return layers
 
 
-def _check_positive(name: str, value: Any) -> None:
+def _check_positive(name: str, value: Any, also: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(f"{name} must be a positive int, got {value!r}.")
+        raise InvalidOptionError(f"{name} must be a positive int{', ' + also if also else ''}, got {value!r}.")

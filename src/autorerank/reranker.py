@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .batching import Batch, Features, collate, plan_batches
+from .batching import Batch, Features, collate, default_batch_tokens, plan_batches
 from .devices import DeviceSpec, resolve_devices, resolve_dtype
 from .errors import InvalidOptionError, UnknownOptionError
 from .inputs import Instructions, as_documents, as_pairs
 from .loading import merge_peft, normalize_model_path
-from .options import DEFAULT_MAX_BATCH_TOKENS, ScoringOptions
+from .options import AUTO, ScoringOptions
 from .registry import RerankerKind
 from .results import ModelInfo, RerankResult
 from .tokenization import TextTokenizer, load_tokenizer
@@ -74,7 +74,7 @@ class Reranker(ABC):
         passage_instruction_format: str = "{}{}",
         devices: DeviceSpec = None,
         batch_size: int = 128,
-        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_tokens: int | str | None = AUTO,
         query_max_length: int | None = None,
         max_length: int = 512,
         passage_max_length: int | None = None,
@@ -233,7 +233,10 @@ class Reranker(ABC):
 
     def _score_features(self, features: Features, options: ScoringOptions, bar: tqdm) -> np.ndarray:
         scores = np.empty((self._n_outputs(options), len(features)), dtype=np.float32)
-        plan = plan_batches(features.lengths, max_pairs=options.batch_size, max_tokens=options.max_batch_tokens)
+        budget = options.max_batch_tokens
+        if budget == AUTO:
+            budget = default_batch_tokens(self.device, getattr(self.model, "config", None))
+        plan = plan_batches(features.lengths, max_pairs=options.batch_size, max_tokens=budget)
         with torch.inference_mode():
             for rows, batch in self._collated(features, plan):
                 scores[:, rows] = self._score_batch(batch, options).float().cpu().numpy()
