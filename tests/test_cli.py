@@ -18,6 +18,7 @@ from autorerank import Reranker
 from autorerank.cli import main
 from autorerank.cli.parser import MODEL_FLAGS, model_kwargs, parse_args
 from autorerank.io import read_run
+from autorerank.kinds.encoder import BACKENDS, EncoderReranker
 
 ENC = "enc/bge-reranker-v2-m3"
 
@@ -118,6 +119,12 @@ def test_model_flags_map_onto_from_finetuned_keywords():
             "--trust-remote-code",
             "--cache-dir",
             "cache",
+            "--backend",
+            "onnx",
+            "--quantize",
+            "int8",
+            "--onnx-dir",
+            "exports",
             "d2",
         ]
     )
@@ -143,14 +150,20 @@ def test_model_flags_map_onto_from_finetuned_keywords():
         "peft_path": "adapter",
         "trust_remote_code": True,
         "cache_dir": "cache",
+        "backend": "onnx",
+        "quantize": "int8",
+        "onnx_dir": "exports",
     }
     assert model_kwargs(parse_args(["info", "m"])) == {}  # nothing given: the library's defaults apply
 
 
 def test_model_flags_name_real_library_options():
     common = set(inspect.signature(Reranker.__init__).parameters) | {"model_class"}
+    encoder = set(inspect.signature(EncoderReranker.__init__).parameters)
     kind_specific = {"prompt", "cutoff_layers", "compress_layers", "compress_ratio"}
-    assert {option.keyword for option in MODEL_FLAGS} - common == kind_specific
+    assert {option.keyword for option in MODEL_FLAGS} - common - encoder == kind_specific
+    backend = next(option for option in MODEL_FLAGS if option.keyword == "backend")
+    assert tuple(backend.settings["choices"]) == BACKENDS  # the flag offers exactly the library's runtimes
 
 
 # ---------------------------------------------------------------- rank and info
@@ -301,8 +314,19 @@ def collection(tmp_path):
 
 def rerank_run_args(model, collection, out, *extra):
     """Arguments of a rerank-run over the test collection."""
-    return ["rerank-run", model, "--run", collection["run"], "--queries", collection["queries"],
-            "--corpus", collection["corpus"], "--output", out, *extra]
+    return [
+        "rerank-run",
+        model,
+        "--run",
+        collection["run"],
+        "--queries",
+        collection["queries"],
+        "--corpus",
+        collection["corpus"],
+        "--output",
+        out,
+        *extra,
+    ]
 
 
 def test_rerank_run_writes_a_trec_run_that_eval_reads(tmp_path, capsys, enc_path, reference, collection):

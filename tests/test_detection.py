@@ -94,9 +94,14 @@ def test_a_model_class_that_does_not_fit_the_checkpoint_is_an_error(fixture, mod
 
 
 def test_kind_from_config_fields():
-    assert kind_from_config({"architectures": ["BertForSequenceClassification"]}) is RerankerKind.ENCODER_ONLY_BASE
+    assert (
+        kind_from_config({"architectures": ["BertForSequenceClassification"]})
+        is RerankerKind.ENCODER_ONLY_BASE
+    )
     assert kind_from_config({"architectures": ["Qwen2ForCausalLM"]}) is RerankerKind.DECODER_ONLY_BASE
-    assert kind_from_config({"model_type": "minicpm", "start_layer": 8}) is RerankerKind.DECODER_ONLY_LAYERWISE
+    assert (
+        kind_from_config({"model_type": "minicpm", "start_layer": 8}) is RerankerKind.DECODER_ONLY_LAYERWISE
+    )
     assert kind_from_config({"model_type": "cost_wise_gemma"}) is RerankerKind.DECODER_ONLY_LIGHTWEIGHT
     assert kind_from_config({"architectures": ["BertModel"]}) is None
 

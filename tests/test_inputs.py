@@ -71,7 +71,9 @@ def test_unknown_keyword_arguments_are_type_errors(reranker):
         reranker.compute_score([("q", "p")], prompt="only LLM rerankers take a prompt")
 
 
-@pytest.mark.parametrize("options", [{"batch_size": 0}, {"max_length": -1}, {"batch_size": "8"}, {"max_batch_tokens": 0}])
+@pytest.mark.parametrize(
+    "options", [{"batch_size": 0}, {"max_length": -1}, {"batch_size": "8"}, {"max_batch_tokens": 0}]
+)
 def test_bad_option_values_are_rejected(reranker, options):
     with pytest.raises(InvalidOptionError):
         reranker.compute_score([("q", "p")], **options)

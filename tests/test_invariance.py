@@ -16,7 +16,9 @@ def test_batch_size_and_token_budget_do_not_change_scores(fixture):
     reranker = cached_reranker(fixture)
     reference = reranker.compute_score(PAIRS)
     for options in ({"batch_size": 1}, {"batch_size": 7}, {"max_batch_tokens": 64}, {"max_batch_tokens": 1}):
-        np.testing.assert_allclose(reranker.compute_score(PAIRS, **options), reference, atol=ATOL, err_msg=str(options))
+        np.testing.assert_allclose(
+            reranker.compute_score(PAIRS, **options), reference, atol=ATOL, err_msg=str(options)
+        )
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -31,7 +33,9 @@ def test_input_order_does_not_change_scores(fixture):
     reranker = cached_reranker(fixture)
     order = np.random.default_rng(0).permutation(len(PAIRS))
     shuffled = reranker.compute_score([PAIRS[i] for i in order])
-    np.testing.assert_allclose(np.array(shuffled)[np.argsort(order)], reranker.compute_score(PAIRS), atol=ATOL)
+    np.testing.assert_allclose(
+        np.array(shuffled)[np.argsort(order)], reranker.compute_score(PAIRS), atol=ATOL
+    )
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)

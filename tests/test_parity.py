@@ -23,10 +23,12 @@ PARITY_CASES = [
 
 
 def _load(record):
-    return _load_cached(record["fixture"], record["loader"], json.dumps(record["init_kwargs"], sort_keys=True))
+    return _load_cached(
+        record["fixture"], record["loader"], json.dumps(record["init_kwargs"], sort_keys=True)
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cached(fixture: str, loader: str, init_kwargs: str):
     model_class = None if loader == "auto" else loader
     return AutoReranker.from_finetuned(fixture_path(fixture), model_class, **json.loads(init_kwargs))
@@ -68,6 +70,7 @@ def test_use_dataloader_is_accepted_and_changes_nothing():
 def test_fp16_request_on_cpu_stays_float32():
     record = golden_case("enc-fp16-on-cpu")
     with pytest.warns(UserWarning, match="use_fp16"):
-        reranker = _load_cached.__wrapped__(record["fixture"], record["loader"], json.dumps(record["init_kwargs"]))
+        reranker = _load_cached.__wrapped__(
+            record["fixture"], record["loader"], json.dumps(record["init_kwargs"])
+        )
     assert reranker.info.dtype == "float32"
-

@@ -8,11 +8,30 @@ from conftest import cached_reranker
 import autorerank
 
 EXPECTED = {
-    "AutoReranker", "Reranker", "RerankerKind", "EncoderReranker", "LLMReranker", "LayerWiseLLMReranker",
-    "LightweightLLMReranker", "RerankResult", "ModelInfo", "FlagAutoReranker", "FlagReranker", "FlagLLMReranker",
-    "LayerWiseFlagLLMReranker", "LightWeightFlagLLMReranker", "AutoRerankError", "InvalidInputError",
-    "InvalidPairTypeError", "InvalidOptionError", "UnknownOptionError", "UnknownModelKindError", "ModelLoadError",
-    "MissingDependencyError", "WorkerError", "__version__",
+    "AutoReranker",
+    "Reranker",
+    "RerankerKind",
+    "EncoderReranker",
+    "LLMReranker",
+    "LayerWiseLLMReranker",
+    "LightweightLLMReranker",
+    "RerankResult",
+    "ModelInfo",
+    "FlagAutoReranker",
+    "FlagReranker",
+    "FlagLLMReranker",
+    "LayerWiseFlagLLMReranker",
+    "LightWeightFlagLLMReranker",
+    "AutoRerankError",
+    "InvalidInputError",
+    "InvalidPairTypeError",
+    "InvalidOptionError",
+    "UnknownOptionError",
+    "UnknownModelKindError",
+    "ModelLoadError",
+    "MissingDependencyError",
+    "WorkerError",
+    "__version__",
 }
 
 

@@ -19,7 +19,6 @@ from autorerank.io import (
     write_run_lines,
 )
 
-
 # ---------------------------------------------------------------- runs
 
 

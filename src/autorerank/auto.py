@@ -68,20 +68,31 @@ def detect_kind(
     kind = kind_from_config(config)
     if kind is None:
         kinds = ", ".join(repr(k.value) for k in RerankerKind)
-        found = f"architectures={config.get('architectures')}, model_type={config.get('model_type')!r}" if config else "no config.json"
+        found = (
+            f"architectures={config.get('architectures')}, model_type={config.get('model_type')!r}"
+            if config
+            else "no config.json"
+        )
         raise UnknownModelKindError(
             f"Cannot tell which kind of reranker {model_name_or_path!r} is ({found}). "
             f"Pass it explicitly, e.g. AutoReranker.from_finetuned(path, model_class='encoder-only-base'); "
             f"kinds: {kinds}."
         )
-    return kind, f"config.json (architectures={config.get('architectures')}, model_type={config.get('model_type')!r})"
+    return (
+        kind,
+        f"config.json (architectures={config.get('architectures')}, model_type={config.get('model_type')!r})",
+    )
 
 
 def kind_from_config(config: dict[str, Any]) -> RerankerKind | None:
     """Read the kind off a checkpoint's config.json fields; None if they do not say."""
     architectures = " ".join(config.get("architectures") or [])
     model_type = config.get("model_type", "")
-    if model_type == "cost_wise_gemma" or "CostWise" in architectures or {"layer_sep", "start_layer"} <= config.keys():
+    if (
+        model_type == "cost_wise_gemma"
+        or "CostWise" in architectures
+        or {"layer_sep", "start_layer"} <= config.keys()
+    ):
         return RerankerKind.DECODER_ONLY_LIGHTWEIGHT
     if "LayerWise" in architectures or (model_type == "minicpm" and "start_layer" in config):
         return RerankerKind.DECODER_ONLY_LAYERWISE

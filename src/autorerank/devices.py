@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 
@@ -14,7 +15,7 @@ __all__ = ["DeviceSpec", "resolve_devices", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
-DeviceSpec = Union[str, int, torch.device, Sequence[Union[str, int, torch.device]], None]
+DeviceSpec = Union[str, int, torch.device, Sequence[str | int | torch.device], None]
 
 
 def resolve_devices(devices: DeviceSpec) -> list[str]:
@@ -48,7 +49,9 @@ def resolve_dtype(use_fp16: bool, use_bf16: bool, devices: list[str]) -> torch.d
     """fp16 where asked and not on CPU (refused there with a warning, as in the reference); bf16 where asked."""
     on_cpu = any(torch.device(device).type == "cpu" for device in devices)
     if use_fp16 and on_cpu:
-        warnings.warn("use_fp16 is not supported on CPU; scoring in float32 instead.", UserWarning, stacklevel=4)
+        warnings.warn(
+            "use_fp16 is not supported on CPU; scoring in float32 instead.", UserWarning, stacklevel=4
+        )
         use_fp16 = False
     if use_fp16:
         return torch.float16

@@ -20,12 +20,12 @@ from __future__ import annotations
 __all__ = [
     "AutoRerankError",
     "InvalidInputError",
-    "InvalidPairTypeError",
     "InvalidOptionError",
-    "UnknownOptionError",
-    "UnknownModelKindError",
-    "ModelLoadError",
+    "InvalidPairTypeError",
     "MissingDependencyError",
+    "ModelLoadError",
+    "UnknownModelKindError",
+    "UnknownOptionError",
     "WorkerError",
 ]
 

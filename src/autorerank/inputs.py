@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidInputError, InvalidPairTypeError
 
-__all__ = ["as_pairs", "as_documents", "Instructions"]
+__all__ = ["Instructions", "as_documents", "as_pairs"]
 
 
 def as_pairs(sentence_pairs: Any) -> list[tuple[str, str]]:
@@ -34,11 +35,15 @@ def _checked_pair(index: int, pair: Any) -> tuple[str, str]:
             f"Pair {index} must be a (query, passage) tuple or list of two strings, got {type(pair).__name__} {pair!r:.80}."
         )
     if len(pair) != 2:
-        raise InvalidInputError(f"Pair {index} must hold exactly two texts (query, passage), got {len(pair)}.")
+        raise InvalidInputError(
+            f"Pair {index} must hold exactly two texts (query, passage), got {len(pair)}."
+        )
     query, passage = pair
     for role, text in (("query", query), ("passage", passage)):
         if not isinstance(text, str):
-            raise InvalidPairTypeError(f"Pair {index}: the {role} must be a str, got {type(text).__name__} {text!r:.80}.")
+            raise InvalidPairTypeError(
+                f"Pair {index}: the {role} must be a str, got {type(text).__name__} {text!r:.80}."
+            )
     return (str(query), str(passage))  # plain str also for numpy's str_ elements
 
 

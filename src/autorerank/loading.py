@@ -6,8 +6,9 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -15,13 +16,13 @@ from .errors import ModelLoadError
 from .optional import require
 
 __all__ = [
-    "normalize_model_path",
+    "dtype_kwargs",
     "is_local",
-    "resolve_file",
-    "read_json",
     "load_pretrained",
     "merge_peft",
-    "dtype_kwargs",
+    "normalize_model_path",
+    "read_json",
+    "resolve_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,11 @@ def is_local(model_name_or_path: str) -> bool:
 
 def _looks_like_path(model_name_or_path: str) -> bool:
     """Hub names are ``name`` or ``org/name``; anything else is meant as a folder."""
-    return model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1 or "\\" in model_name_or_path
+    return (
+        model_name_or_path.startswith((".", "/", "~"))
+        or model_name_or_path.count("/") > 1
+        or "\\" in model_name_or_path
+    )
 
 
 def resolve_file(model_name_or_path: str, filename: str, cache_dir: str | None = None) -> Path | None:
@@ -91,7 +96,9 @@ def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def load_pretrained(model_class: Any, model_name_or_path: str, *, kind: str, **kwargs: Any) -> torch.nn.Module:
+def load_pretrained(
+    model_class: Any, model_name_or_path: str, *, kind: str, **kwargs: Any
+) -> torch.nn.Module:
     """``model_class.from_pretrained`` that refuses checkpoints leaving weights newly initialised.
 
     A missing weight means the checkpoint is not of the requested kind (a causal LM loaded
@@ -103,7 +110,9 @@ def load_pretrained(model_class: Any, model_name_or_path: str, *, kind: str, **k
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"Cannot load {model_name_or_path!r} as {kind}: {exc}") from exc
     missing = sorted(set(info.get("missing_keys", [])))
-    mismatched = [str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", [])]
+    mismatched = [
+        str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", [])
+    ]
     if missing or mismatched:
         shown = ", ".join((missing + mismatched)[:8])
         raise ModelLoadError(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import InvalidOptionError
 
@@ -83,4 +84,6 @@ def as_layers(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] |
 
 def _check_positive(name: str, value: Any, also: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(f"{name} must be a positive int{', ' + also if also else ''}, got {value!r}.")
+        raise InvalidOptionError(
+            f"{name} must be a positive int{', ' + also if also else ''}, got {value!r}."
+        )

@@ -39,7 +39,14 @@ class WorkerPool:
         self._workers = [
             context.Process(
                 target=_serve,
-                args=(reranker_class, args, {**kwargs, "devices": [device], "show_progress": False}, inbox, self._results, rank),
+                args=(
+                    reranker_class,
+                    args,
+                    {**kwargs, "devices": [device], "show_progress": False},
+                    inbox,
+                    self._results,
+                    rank,
+                ),
                 daemon=True,
                 name=f"autorerank-{device}",
             )
@@ -100,10 +107,14 @@ class WorkerPool:
         for rank in expected:
             worker = self._workers[rank]
             if rank not in received and not worker.is_alive():
-                raise WorkerError(f"Worker {worker.name} died (exit code {worker.exitcode}) before answering.")
+                raise WorkerError(
+                    f"Worker {worker.name} died (exit code {worker.exitcode}) before answering."
+                )
 
 
-def _serve(reranker_class: type, args: tuple, kwargs: dict[str, Any], inbox: Any, results: Any, rank: int) -> None:
+def _serve(
+    reranker_class: type, args: tuple, kwargs: dict[str, Any], inbox: Any, results: Any, rank: int
+) -> None:
     """Worker main loop. Any failure is reported to the caller with its traceback, never swallowed."""
     try:
         reranker = reranker_class(*args, **kwargs)

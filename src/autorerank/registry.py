@@ -14,7 +14,7 @@ from .errors import UnknownModelKindError
 if TYPE_CHECKING:
     from .reranker import Reranker
 
-__all__ = ["RerankerKind", "KNOWN_MODELS", "register_kind", "reranker_class"]
+__all__ = ["KNOWN_MODELS", "RerankerKind", "register_kind", "reranker_class"]
 
 
 class RerankerKind(str, Enum):
@@ -33,7 +33,9 @@ class RerankerKind(str, Enum):
             return cls(raw)
         except ValueError:
             choices = ", ".join(repr(kind.value) for kind in cls)
-            raise UnknownModelKindError(f"Unknown model_class {value!r}; expected one of {choices}.") from None
+            raise UnknownModelKindError(
+                f"Unknown model_class {value!r}; expected one of {choices}."
+            ) from None
 
 
 # Published reranker names (matched on "org/name" and on the bare name) -> kind.

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +39,15 @@ Scores = list  # list[float], or list[list[float]] (one list per layer) for seve
 _CHUNK_PAIRS = 4096
 
 _COMMON_CALL_OPTIONS = frozenset(
-    {"batch_size", "max_batch_tokens", "query_max_length", "max_length", "passage_max_length", "normalize", "show_progress"}
+    {
+        "batch_size",
+        "max_batch_tokens",
+        "query_max_length",
+        "max_length",
+        "passage_max_length",
+        "normalize",
+        "show_progress",
+    }
 )
 
 
@@ -91,7 +100,10 @@ class Reranker(ABC):
         self.dtype = resolve_dtype(use_fp16, use_bf16, self.devices)
         self.detected_by = f"constructed directly as {type(self).__name__}"
         self.instructions = Instructions(
-            query_instruction_for_rerank, query_instruction_format, passage_instruction_for_rerank, passage_instruction_format
+            query_instruction_for_rerank,
+            query_instruction_format,
+            passage_instruction_for_rerank,
+            passage_instruction_format,
         )
         self.options = ScoringOptions(
             batch_size=batch_size,
@@ -141,7 +153,9 @@ class Reranker(ABC):
         """Reject option values this model cannot honour, before any work is done."""
 
     # ----------------------------------------------------------------- public API
-    def compute_score(self, sentence_pairs: Sequence[Sequence[str]] | Sequence[str], **options: Any) -> Scores:
+    def compute_score(
+        self, sentence_pairs: Sequence[Sequence[str]] | Sequence[str], **options: Any
+    ) -> Scores:
         """Score pairs; returns one float per pair, in input order.
 
         With several ``cutoff_layers`` (layer-wise kinds) it returns one list per layer, in the
@@ -221,7 +235,9 @@ class Reranker(ABC):
 
             def encode_chunk(start: int):
                 end = start + _CHUNK_PAIRS
-                return tokenizer_thread.submit(self._encode, unique_queries[start:end], unique_passages[start:end], options)
+                return tokenizer_thread.submit(
+                    self._encode, unique_queries[start:end], unique_passages[start:end], options
+                )
 
             pending = encode_chunk(0)
             for start in starts:
@@ -245,12 +261,19 @@ class Reranker(ABC):
 
     def _collated(self, features: Features, plan: list[np.ndarray]) -> Iterator[tuple[np.ndarray, Batch]]:
         for rows in plan:
-            yield rows, collate(features, rows, pad_id=self.tokenizer.pad_id, side=self.padding_side, device=self.device)
+            yield (
+                rows,
+                collate(
+                    features, rows, pad_id=self.tokenizer.pad_id, side=self.padding_side, device=self.device
+                ),
+            )
 
     def _progress(self, total: int, options: ScoringOptions) -> tqdm:
         show = options.show_progress
         many = total > options.batch_size
-        return tqdm(total=total, unit="pairs", desc="Scoring", disable=(not many) if show is None else not show)
+        return tqdm(
+            total=total, unit="pairs", desc="Scoring", disable=(not many) if show is None else not show
+        )
 
     def _format(self, scores: np.ndarray, options: ScoringOptions) -> Scores:
         values = scores.astype(np.float64)
@@ -303,4 +326,3 @@ class Reranker(ABC):
             args, kwargs = self._construction
             self._pool = WorkerPool(type(self), args, kwargs, self.devices)
         return self._pool
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RerankResult", "ModelInfo"]
+__all__ = ["ModelInfo", "RerankResult"]
 
 
 @dataclass(frozen=True)

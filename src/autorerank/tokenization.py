@@ -8,8 +8,9 @@ encodes whole batches in Rust.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -18,7 +19,7 @@ from .errors import ModelLoadError
 from .loading import read_json, resolve_file
 from .ragged import Ragged
 
-__all__ = ["TextTokenizer", "PairTemplate", "load_tokenizer", "truncate_second"]
+__all__ = ["PairTemplate", "TextTokenizer", "load_tokenizer", "truncate_second"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,9 @@ def load_tokenizer(
     )
 
 
-def _backend_from_transformers(model_name_or_path: str, cache_dir: str | None, trust_remote_code: bool) -> Tokenizer:
+def _backend_from_transformers(
+    model_name_or_path: str, cache_dir: str | None, trust_remote_code: bool
+) -> Tokenizer:
     """Fallback for checkpoints without tokenizer.json: let transformers build a fast tokenizer."""
     from transformers import AutoTokenizer
 
@@ -142,7 +145,9 @@ def _backend_from_transformers(model_name_or_path: str, cache_dir: str | None, t
     return backend
 
 
-def _special_id(backend: Tokenizer, settings: dict[str, Any], model_config: dict[str, Any], name: str) -> int | None:
+def _special_id(
+    backend: Tokenizer, settings: dict[str, Any], model_config: dict[str, Any], name: str
+) -> int | None:
     """Id of the ``bos``/``pad`` token named in the tokenizer settings, else in config.json."""
     token = settings.get(f"{name}_token")
     if isinstance(token, dict):

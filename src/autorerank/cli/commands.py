@@ -29,7 +29,9 @@ def _load_model(args: argparse.Namespace) -> Any:
     kwargs = model_kwargs(args)
     try:
         return AutoReranker.from_finetuned(args.model, **kwargs)
-    except UnknownOptionError as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
+    except (
+        UnknownOptionError
+    ) as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
         flags = [option.flag for option in MODEL_FLAGS if option.keyword in exc.names]
         raise InvalidOptionError(f"{', '.join(flags)} does not apply to this model ({exc})") from None
 

@@ -103,6 +103,19 @@ MODEL_FLAGS: tuple[ModelFlag, ...] = (
         "--trust-remote-code", "trust_remote_code", "allow the checkpoint's own Python code to run", _SWITCH
     ),
     ModelFlag("--cache-dir", "cache_dir", "where downloaded checkpoints are cached", _PATH),
+    ModelFlag(
+        "--backend",
+        "backend",
+        "cross-encoders: the runtime, %(choices)s",
+        {"choices": ["torch", "onnx", "openvino"], "metavar": "RUNTIME"},
+    ),
+    ModelFlag(
+        "--quantize",
+        "quantize",
+        "cross-encoders on onnx/openvino: %(choices)s",
+        {"choices": ["int8"], "metavar": "SCHEME"},
+    ),
+    ModelFlag("--onnx-dir", "onnx_dir", "where backend onnx keeps its exports", _PATH),
 )
 
 

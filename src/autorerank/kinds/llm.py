@@ -95,7 +95,9 @@ class LLMReranker(Reranker):
         """Tokenize and lay out pairs as FlagEmbedding's LLM rerankers do."""
         n = len(queries)
         prompt = self.tokenizer.ids(options.prompt if options.prompt is not None else self.default_prompt)
-        head = Ragged.concat([Ragged.constant(self._bos, n), self.tokenizer.encode(queries, options.query_limit)])
+        head = Ragged.concat(
+            [Ragged.constant(self._bos, n), self.tokenizer.encode(queries, options.query_limit)]
+        )
         body = Ragged.concat(
             [Ragged.constant(self._separator, n), self.tokenizer.encode(passages, options.passage_limit)]
         )

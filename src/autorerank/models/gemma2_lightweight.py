@@ -97,7 +97,9 @@ def _as_list(layers: int | Iterable[int] | None) -> list[int]:
     return [] if layers is None else [layers] if isinstance(layers, int) else list(layers)
 
 
-def _resolve_cutoff_layers(config: CostWiseGemmaConfig, cutoff_layers: int | Iterable[int] | None) -> list[int]:
+def _resolve_cutoff_layers(
+    config: CostWiseGemmaConfig, cutoff_layers: int | Iterable[int] | None
+) -> list[int]:
     """Requested cutoff layers in the order given, without repeats; None means the last layer."""
     valid = valid_cutoff_layers(config)
     if cutoff_layers is None:
@@ -120,7 +122,9 @@ def _check_compress_ratio(compress_ratio: int) -> int:
     return int(compress_ratio)
 
 
-def _resolve_compress_layers(config: CostWiseGemmaConfig, compress_layers: int | Iterable[int] | None) -> set[int]:
+def _resolve_compress_layers(
+    config: CostWiseGemmaConfig, compress_layers: int | Iterable[int] | None
+) -> set[int]:
     """Layers before which passages are compressed.
 
     Layer 0 is dropped (the embeddings are never pooled), and layers at or past the deepest cutoff simply never
