@@ -31,6 +31,10 @@ class EncoderReranker(Reranker):
     Pairs are laid out with the tokenizer's own special tokens (``[CLS] q [SEP] p [SEP]`` or
     ``<s> q </s></s> p </s>``): the query is cut to ``query_max_length`` tokens, then the passage
     is cut so the whole pair fits ``max_length``.
+
+    ``backend`` picks the runtime once, at load: ``"torch"`` (BERT-family models run the lean forward of
+    :mod:`autorerank.models.bert_classifier`), ``"openvino"`` or ``"onnx"`` (CPU, float32 weights in).
+    ``quantize="int8"`` needs one of the latter two; ``onnx_dir`` is where ``"onnx"`` caches its exports.
     """
 
     padding_side = "right"
