@@ -91,11 +91,9 @@ class FastBertClassifier(nn.Module):
         for layer in inner:
             hidden = layer(hidden, keep)
         first = last(hidden, keep, first_token_only=True)  # (B, 1, H)
-        if self.family == "bert":
-            return SequenceClassifierOutput(logits=self.classifier(self.pooler(first)))
-        return SequenceClassifierOutput(
-            logits=self.classifier(first)
-        )  # the RoBERTa head reads features[:, 0]
+        # BERT: pooler (dense + tanh) then a linear; RoBERTa's head reads features[:, 0] itself.
+        head_input = self.pooler(first) if self.family == "bert" else first
+        return SequenceClassifierOutput(logits=self.classifier(head_input))
 
 
 def _onednn_activation(hidden_act: object) -> tuple[str, str] | None:
@@ -153,9 +151,8 @@ class FusedEncoderLayer(nn.Module):
             query = _linear(hidden_first, self.qkv_weight[:width], self.qkv_bias[:width])  # (B, 1, H)
             query = query.view(batch, 1, heads, head_size).transpose(1, 2)  # (B, h, 1, d)
             key_value = _linear(hidden, self.qkv_weight[width:], self.qkv_bias[width:])  # (B, T, 2H)
-            key, value = key_value.view(batch, length, 2, heads, head_size).permute(
-                2, 0, 3, 1, 4
-            )  # (B, h, T, d)
+            key_value = key_value.view(batch, length, 2, heads, head_size)
+            key, value = key_value.permute(2, 0, 3, 1, 4)  # each (B, h, T, d)
             hidden, length = hidden_first, 1
         else:
             qkv = _linear(hidden, self.qkv_weight, self.qkv_bias)  # (B, T, 3H)
