@@ -82,10 +82,11 @@ def test_info_reads_like_the_torch_model():
     assert info.architecture == torch_info.architecture == "XLMRobertaForSequenceClassification"
 
 
-def test_a_conversion_that_changes_the_scores_is_refused(monkeypatch):
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_a_conversion_that_changes_the_scores_is_refused(monkeypatch, quantize):
     monkeypatch.setattr(openvino_backend, "max_logit_error", lambda model, run: 0.5)
     with pytest.raises(ModelLoadError, match="does not reproduce"):
-        load_openvino_model(_torch_model("enc"), quantize=None)
+        load_openvino_model(_torch_model("enc"), quantize=quantize)
 
 
 @pytest.mark.parametrize(

@@ -54,18 +54,21 @@ def load_openvino_model(
     check_float32(torch_model, "openvino")
     torch_model = torch_model.eval()
     converted = _convert(ov, torch_model)
+    core = ov.Core()
+    shapes = [tuple(parameter.shape) for parameter in torch_model.parameters()]
+    wrapper = OpenVinoSequenceClassifier(
+        core.compile_model(converted, "CPU", _compile_config(None)), torch_model.config, shapes, None
+    )
+    error = max_logit_error(torch_model, wrapper._run_known)  # the conversion itself, before any rounding
+    if error > 1e-3:
+        raise ModelLoadError(
+            f"The OpenVINO conversion of {type(torch_model).__name__} does not reproduce the torch scores "
+            f"(max error {error:.3g}); use backend='torch' for this model."
+        )
     if quantize == "int8":
         logger.info("int8 weights for %d linear layers", _int8_weights(ov, converted))
-    compiled = ov.Core().compile_model(converted, "CPU", _compile_config(quantize))
-    shapes = [tuple(parameter.shape) for parameter in torch_model.parameters()]
-    wrapper = OpenVinoSequenceClassifier(compiled, torch_model.config, shapes, quantize)
-    if quantize is None:
-        error = max_logit_error(torch_model, wrapper._run_known)
-        if error > 1e-3:
-            raise ModelLoadError(
-                f"The OpenVINO conversion of {type(torch_model).__name__} does not reproduce the torch scores "
-                f"(max error {error:.3g}); use backend='torch' for this model."
-            )
+        compiled = core.compile_model(converted, "CPU", _compile_config(quantize))
+        wrapper = OpenVinoSequenceClassifier(compiled, torch_model.config, shapes, quantize)
     return wrapper
 
 
