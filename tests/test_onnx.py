@@ -196,14 +196,6 @@ def test_bad_option_combinations_are_refused(options, message, tmp_path):
         )
 
 
-def test_cuda_or_half_precision_is_refused(rerankers):
-    model = rerankers("enc", "onnx").model
-    assert model.to(device="cpu", dtype=torch.float32) is model
-    for request in ({"device": "cuda:0"}, {"dtype": torch.float16}, {"dtype": torch.bfloat16}):
-        with pytest.raises(InvalidOptionError, match="backend='onnx'"):
-            model.to(**request)
-
-
 def test_cuda_devices_are_refused_before_exporting(tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc/bge-reranker-v2-m3")).eval()
     with pytest.raises(InvalidOptionError, match="CPU only"):

@@ -104,14 +104,6 @@ def test_bad_options_are_refused(options, message):
         AutoReranker.from_finetuned(fixture_path("enc-bert/bge-reranker-base"), **options)
 
 
-def test_cuda_or_half_precision_is_refused():
-    model = reranker("enc", "openvino").model
-    assert model.to(device="cpu", dtype=torch.float32) is model
-    for request in ({"device": "cuda:0"}, {"dtype": torch.float16}, {"dtype": torch.bfloat16}):
-        with pytest.raises(InvalidOptionError, match="backend='openvino'"):
-            model.to(**request)
-
-
 def test_missing_openvino_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
     with pytest.raises(MissingDependencyError, match=r"autorerank\[openvino\]"):
