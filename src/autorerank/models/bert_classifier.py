@@ -20,6 +20,7 @@ keep the transformers forward.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,42 @@ __all__ = ["FastBertClassifier", "fast_bert_classifier"]
 
 logger = logging.getLogger(__name__)
 
-# oneDNN's fused linear (bias and one post-op), present in torch's CPU builds; None where this torch lacks it.
-_ONEDNN_LINEAR = (
-    getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _working_onednn_linear() -> Any | None:
+    """oneDNN's fused linear (bias plus one post-op), if this torch build has it and it computes what
+    ``F.linear`` computes. It is an internal torch op (the one torch.compile emits on CPUs), so it is
+    checked once here rather than trusted: any failure means the portable ``F.linear`` path."""
+    op = (
+        getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    )
+    if op is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    x, weight, bias, other = (
+        torch.randn(shape, generator=generator) for shape in ((3, 8), (5, 8), (5,), (3, 5))
+    )
+    expected = F.linear(x, weight, bias)
+    try:
+        with torch.inference_mode():
+            plain = op(x, weight, bias, "none", [], "")
+            gelu = op(x, weight, bias, "gelu", [], "none")
+            added = op.binary(x, other, weight, bias, "add")
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        logger.info("oneDNN fused linear unavailable (%s); using F.linear.", exc)
+        return None
+    if not (
+        torch.allclose(plain, expected, atol=1e-4)
+        and torch.allclose(gelu, F.gelu(expected), atol=1e-4)
+        and torch.allclose(added, expected + other, atol=1e-4)
+    ):
+        logger.info("oneDNN fused linear disagrees with F.linear here; using F.linear.")
+        return None
+    return op
+
+
+_ONEDNN_LINEAR = _working_onednn_linear()
 
 # Sequence classifiers whose layers, embeddings and heads have the layout read below.
 _SUPPORTED = {
