@@ -55,6 +55,16 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(rank_a, rank_b)[0, 1])
 
 
+def assert_int8_keeps_ranking(int8: list[float], fp32: list[float], label: str, min_spearman: float) -> None:
+    """int8 scores rank like fp32 ones (Spearman printed for the log), and really were quantized."""
+    import numpy as np
+
+    rho = spearman(int8, fp32)
+    print(f"{label}: Spearman(int8, fp32) = {rho:.4f} over {len(fp32)} pairs")
+    assert rho >= min_spearman, f"int8 ranking drifted from fp32: Spearman {rho:.4f}"
+    assert not np.allclose(int8, fp32, atol=1e-6), "int8 scores equal fp32: quantization did not happen"
+
+
 def fixture_path(fixture: str) -> str:
     return str(FIXTURES / fixture)
 
