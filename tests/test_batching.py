@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -58,11 +57,11 @@ def test_ragged_concat_head_and_padding_on_both_sides():
 @pytest.mark.parametrize(
     "config, expected",
     [
-        (SimpleNamespace(hidden_size=384, intermediate_size=1536), 2730),  # MiniLM-L6: 16 MiB / (4 B x 1536)
-        (SimpleNamespace(hidden_size=768, intermediate_size=3072), 1365),  # XLM-R base
-        (SimpleNamespace(hidden_size=64, intermediate_size=128), 16384),  # tiny: capped
-        (SimpleNamespace(hidden_size=8192, intermediate_size=65536), 256),  # huge: floor
-        (None, 1024),  # no config: sized for a 4096-wide layer
+        ({"hidden_size": 384, "intermediate_size": 1536}, 2730),  # MiniLM-L6: 16 MiB / (4 B x 1536)
+        ({"hidden_size": 768, "intermediate_size": 3072}, 1365),  # XLM-R base
+        ({"hidden_size": 64, "intermediate_size": 128}, 16384),  # tiny: capped
+        ({"hidden_size": 8192, "intermediate_size": 65536}, 256),  # huge: floor
+        ({}, 1024),  # no sizes in config.json: sized for a 4096-wide layer
     ],
 )
 def test_cpu_budget_keeps_the_widest_activation_near_cache_size(config, expected):
@@ -70,7 +69,7 @@ def test_cpu_budget_keeps_the_widest_activation_near_cache_size(config, expected
 
 
 def test_gpu_budget_is_large():
-    config = SimpleNamespace(hidden_size=768, intermediate_size=3072)
+    config = {"hidden_size": 768, "intermediate_size": 3072}
     assert default_batch_tokens(torch.device("cuda", 0), config) == 16384
 
 

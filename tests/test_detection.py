@@ -24,14 +24,28 @@ from autorerank.auto import detect_kind, kind_from_config
         ("out/bge-reranker-v2.5-gemma2-lightweight/", RerankerKind.DECODER_ONLY_LIGHTWEIGHT),
     ],
 )
-def test_known_names_match_with_or_without_org(name, kind):
-    detected, reason = detect_kind(name)
-    assert detected is kind and "known model name" in reason
+def test_known_names_decide_when_config_json_does_not(tmp_path, name, kind):
+    folder = tmp_path / name.strip("/")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "unknown"}))
+    detected, reason = detect_kind(str(folder) + ("/" if name.endswith("/") else ""))
+    assert detected == kind and "known model name" in reason
+
+
+def test_config_json_wins_over_the_folder_name(tmp_path):
+    """An LLM fine-tune saved under a cross-encoder's name loads as what its config.json says."""
+    folder = _renamed_checkpoint(tmp_path, "llm/bge-reranker-v2-gemma", "bge-reranker-v2-m3")
+    reranker = AutoReranker.from_finetuned(str(folder), devices="cpu")
+    assert reranker.info.kind == "decoder-only-base"
+    assert "config.json" in reranker.info.detected_by
+    pairs = [("what is a panda?", "The giant panda is a bear.")]
+    original = cached_reranker("llm/bge-reranker-v2-gemma")
+    np.testing.assert_allclose(reranker.compute_score(pairs), original.compute_score(pairs), atol=1e-6)
 
 
 def test_explicit_model_class_wins_and_accepts_strings_and_enums():
-    assert detect_kind("anything", "decoder-only-base")[0] is RerankerKind.DECODER_ONLY_BASE
-    assert detect_kind("anything", RerankerKind.ENCODER_ONLY_BASE)[0] is RerankerKind.ENCODER_ONLY_BASE
+    assert detect_kind("anything", "decoder-only-base")[0] == RerankerKind.DECODER_ONLY_BASE
+    assert detect_kind("anything", RerankerKind.ENCODER_ONLY_BASE)[0] == RerankerKind.ENCODER_ONLY_BASE
     with pytest.raises(UnknownModelKindError, match="encoder-only-base"):
         detect_kind("anything", "cross-encoder")
 
@@ -58,7 +72,7 @@ def _renamed_checkpoint(tmp_path: Path, fixture: str, name: str) -> Path:
 def test_config_json_decides_for_unknown_names(tmp_path, fixture, kind):
     folder = _renamed_checkpoint(tmp_path, fixture, "my-finetune")
     detected, reason = detect_kind(str(folder))
-    assert detected is kind and "config.json" in reason
+    assert detected == kind and "config.json" in reason
 
 
 def test_a_renamed_fine_tune_scores_like_the_original(tmp_path):
@@ -94,15 +108,12 @@ def test_a_model_class_that_does_not_fit_the_checkpoint_is_an_error(fixture, mod
 
 
 def test_kind_from_config_fields():
+    assert kind_from_config({"architectures": ["BertForSequenceClassification"]}) == RerankerKind.ENCODER_ONLY_BASE
+    assert kind_from_config({"architectures": ["Qwen2ForCausalLM"]}) == RerankerKind.DECODER_ONLY_BASE
     assert (
-        kind_from_config({"architectures": ["BertForSequenceClassification"]})
-        is RerankerKind.ENCODER_ONLY_BASE
+        kind_from_config({"model_type": "minicpm", "start_layer": 8}) == RerankerKind.DECODER_ONLY_LAYERWISE
     )
-    assert kind_from_config({"architectures": ["Qwen2ForCausalLM"]}) is RerankerKind.DECODER_ONLY_BASE
-    assert (
-        kind_from_config({"model_type": "minicpm", "start_layer": 8}) is RerankerKind.DECODER_ONLY_LAYERWISE
-    )
-    assert kind_from_config({"model_type": "cost_wise_gemma"}) is RerankerKind.DECODER_ONLY_LIGHTWEIGHT
+    assert kind_from_config({"model_type": "cost_wise_gemma"}) == RerankerKind.DECODER_ONLY_LIGHTWEIGHT
     assert kind_from_config({"architectures": ["BertModel"]}) is None
 
 

@@ -1,6 +1,6 @@
 """File jobs (score a pair file, rerank a run) with a deterministic stand-in for a reranker.
 
-The jobs take anything with ``compute_score``; the stand-in's score is a fixed function of
+The jobs take anything with the reranker's streaming methods; the stand-in's score is a fixed function of
 the texts, so every expected value below is known without running a model.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from autorerank.errors import InvalidOptionError
@@ -25,12 +26,16 @@ class FakeScorer:
         self.calls: list[int] = []
         self.layers = layers
 
-    def compute_score(self, pairs, show_progress=None):
+    def score(self, pairs):
         self.calls.append(len(pairs))
         scores = [fake_score(q, p) for q, p in pairs]
-        if self.layers == 1:
-            return scores
-        return [[s + layer for s in scores] for layer in range(self.layers)]  # one list per layer
+        return np.array([[s + layer for s in scores] for layer in range(self.layers)])  # (layers, n)
+
+    def iter_scores(self, chunks):
+        return (self.score(chunk) for chunk in chunks)
+
+    def scores_per_pair(self):
+        return self.layers
 
 
 def write(path, text: str):
@@ -210,10 +215,10 @@ def test_reranked_run_round_trips_through_the_reader(collection, tmp_path):
 
 def test_an_interrupted_score_job_resumes_where_it_stopped(tmp_path):
     class InterruptedScorer(FakeScorer):
-        def compute_score(self, pairs, show_progress=None):
+        def score(self, pairs):
             if len(self.calls) == 2:
                 raise KeyboardInterrupt  # Ctrl-C during the third chunk
-            return super().compute_score(pairs, show_progress)
+            return super().score(pairs)
 
     source, out = pairs_file(tmp_path), tmp_path / "out.jsonl"
     with pytest.raises(KeyboardInterrupt):

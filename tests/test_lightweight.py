@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import fixture_path, golden_case, golden_records, tolerance
 
-from autorerank import AutoReranker, InvalidInputError, InvalidOptionError, ModelLoadError
+from autorerank import AutoReranker, InvalidOptionError, ModelLoadError
 from autorerank.models.gemma2_lightweight import (
     CostWiseGemmaConfig,
     LightweightGemma2Reranker,
@@ -94,6 +94,20 @@ def test_cutoff_layers_come_back_in_the_order_given():
     np.testing.assert_allclose(backward, forward[::-1], rtol=0, atol=1e-6)
 
 
+def test_layer_scores_keep_repeats_in_the_order_given():
+    """The model trusts a resolved plan: one row per requested layer, repeats included, heads by sorted position."""
+    model = _reranker().model
+    ids = torch.randint(1, model.config.vocab_size, (2, 14), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(14)[None, :] < torch.tensor([[14], [9]])).long()
+    spans = {"query_lengths": torch.tensor([3, 2]), "prompt_lengths": torch.tensor([2, 2])}
+    plan = {"compress_layers": frozenset({4}), "compress_ratio": 2}
+    with torch.inference_mode():
+        repeated = model.layer_scores(ids, mask, **spans, cutoff_layers=[8, 4, 8], **plan)
+        ascending = model.layer_scores(ids, mask, **spans, cutoff_layers=[4, 8], **plan)
+    assert repeated.shape == (3, 2)
+    torch.testing.assert_close(repeated[[1, 0, 2]], ascending[[0, 1, 1]], rtol=0, atol=1e-6)
+
+
 def test_batch_size_and_order_do_not_change_scores():
     options = {"compress_ratio": 2, "compress_layers": [4, 8], "cutoff_layers": [6, 10]}
     pairs = PAIRS[:16]  # short and long passages, queries shared between pairs
@@ -150,8 +164,16 @@ def test_compress_passages_mean_pools_groups_and_keeps_query_and_prompt():
 def test_right_padding_is_required():
     model = _reranker().model
     ids = torch.tensor([[0, 2, 5, 6]])
-    with pytest.raises(InvalidInputError, match="right-padded"):
-        model.layer_scores(ids, torch.tensor([[0, 1, 1, 1]]), [1], [1])
+    with pytest.raises(AssertionError, match="right-padded"):  # an internal invariant: the kind pads on the right
+        model.layer_scores(
+            ids,
+            torch.tensor([[0, 1, 1, 1]]),
+            torch.tensor([1]),
+            torch.tensor([1]),
+            cutoff_layers=[10],
+            compress_layers=frozenset(),
+            compress_ratio=1,
+        )
 
 
 def test_valid_cutoff_layers_follow_the_grid():
@@ -191,7 +213,15 @@ def test_sliding_window_matches_transformers_gemma2():
         hidden = theirs.eval()(input_ids=ids, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(2), mask.sum(1) - 1]  # (B, H), already normed
         expected = torch.tanh(ours.lm_head[0].linear_head(last).squeeze(-1) / 30.0) * 30.0
-        got = ours.eval().layer_scores(ids, mask, [1, 1], [1, 1], cutoff_layers=[3])[0]
+        got = ours.eval().layer_scores(
+            ids,
+            mask,
+            torch.tensor([1, 1]),
+            torch.tensor([1, 1]),
+            cutoff_layers=[3],
+            compress_layers=frozenset(),
+            compress_ratio=1,
+        )[0]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 

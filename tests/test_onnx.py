@@ -10,18 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_int8_keeps_ranking, fixture_path, golden_case, spearman
+from conftest import assert_int8_keeps_ranking, fixture_path, golden_case
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from autorerank import AutoReranker
 from autorerank.backends import onnx_export
-from autorerank.backends.onnx import load_onnx_model
+from autorerank.backends.onnx import OnnxRuntime, load_onnx_runtime
+from autorerank.batching import Batch
 from autorerank.errors import InvalidOptionError, MissingDependencyError, ModelLoadError
+from autorerank.kinds.base import ModelSource, Plan, ScoreModule
+from autorerank.registry import kind_named
+from autorerank.tokenization import load_tokenizer
 
 pytestmark = pytest.mark.onnx
 
@@ -52,13 +55,22 @@ def rerankers(onnx_root: Path):
     return get
 
 
+def _score_module(fixture: str) -> ScoreModule:
+    """The cross-encoder's score module, as ``build_runtime`` hands it to the ONNX backend."""
+    kind, path = kind_named("encoder-only-base"), fixture_path(fixture)
+    model = kind.load(ModelSource(path))
+    return kind.export_module(model, kind.prepare(load_tokenizer(path), model))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fp32_scores_match_torch_and_golden(name, rerankers):
     record = golden_case(CASES[name])
-    onnx_scores = rerankers(name, "onnx").compute_score(record["pairs"])
+    reranker = rerankers(name, "onnx")
+    onnx_scores = reranker.compute_score(record["pairs"])
     torch_scores = rerankers(name).compute_score(record["pairs"])
     np.testing.assert_allclose(onnx_scores, torch_scores, rtol=0, atol=1e-3)
     np.testing.assert_allclose(onnx_scores, record["scores"], rtol=0, atol=1e-3)
+    assert isinstance(reranker.runtime, OnnxRuntime) and reranker.model is None
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -67,21 +79,6 @@ def test_int8_keeps_the_fp32_ranking(name, rerankers):
     fp32 = rerankers(name, "onnx").compute_score(pairs)
     int8 = rerankers(name, "onnx", "int8").compute_score(pairs)
     assert_int8_keeps_ranking(int8, fp32, f"{name} onnx", MIN_INT8_SPEARMAN)
-
-
-def test_blockwise_int8_is_the_accurate_alternative(rerankers, tmp_path, monkeypatch):
-    pytest.importorskip("onnx_ir")  # onnxruntime's block-wise quantizer imports it
-    monkeypatch.setattr(onnx_export, "INT8_SCHEME", "blockwise")
-    pairs = golden_case(CASES["enc-bert"])["pairs"]
-    fixture = fixture_path(golden_case(CASES["enc-bert"])["fixture"])
-    blockwise = AutoReranker.from_finetuned(
-        fixture, devices="cpu", backend="onnx", quantize="int8", onnx_dir=str(tmp_path)
-    )
-    assert blockwise.model.onnx_path.parent.name == "int8-blockwise"
-    fp32 = rerankers("enc-bert", "onnx").compute_score(pairs)
-    rho = spearman(blockwise.compute_score(pairs), fp32)
-    print(f"enc-bert: Spearman(blockwise int8, fp32) = {rho:.4f}")
-    assert rho >= MIN_INT8_SPEARMAN
 
 
 def test_batching_and_padding_do_not_change_fp32_scores(rerankers):
@@ -97,10 +94,11 @@ def test_info_reads_like_the_torch_model(rerankers):
     assert onnx_info.num_parameters == torch_info.num_parameters > 0
     assert onnx_info.architecture == torch_info.architecture == "XLMRobertaForSequenceClassification"
     assert onnx_info.dtype == "float32"
+    assert (onnx_info.backend, torch_info.backend) == ("onnx", "torch")
 
 
 def test_second_load_reuses_the_export(rerankers, onnx_root, monkeypatch):
-    first = rerankers("enc-bert", "onnx", "int8").model.onnx_path
+    first = rerankers("enc-bert", "onnx", "int8").runtime.onnx_path
     stamps = {path: path.stat().st_mtime_ns for path in first.parents[1].rglob("*") if path.is_file()}
 
     def no_export(*args, **kwargs):
@@ -115,46 +113,41 @@ def test_second_load_reuses_the_export(rerankers, onnx_root, monkeypatch):
         quantize="int8",
         onnx_dir=str(onnx_root),
     )
-    assert again.model.onnx_path == first
+    assert again.runtime.onnx_path == first
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
     assert not list(first.parents[1].glob(".partial-*"))
 
 
 def test_changed_weights_get_a_new_cache_folder(tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(
-        fixture_path("enc-bert/bge-reranker-base")
-    ).eval()
-    before = onnx_export.export_folder(model, "bge-reranker-base", tmp_path)
+    module = _score_module("enc-bert/bge-reranker-base")
+    before = onnx_export.export_folder(module, "bge-reranker-base", tmp_path)
     with torch.no_grad():
-        model.classifier.bias += 0.5
-    after = onnx_export.export_folder(model, "bge-reranker-base", tmp_path)
+        module.model.classifier.bias += 0.5
+    after = onnx_export.export_folder(module, "bge-reranker-base", tmp_path)
     assert before != after and before.parent == after.parent == tmp_path
 
 
 def test_a_failed_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
-    model = AutoModelForSequenceClassification.from_pretrained(
-        fixture_path("enc-bert/bge-reranker-base")
-    ).eval()
+    module = _score_module("enc-bert/bge-reranker-base")
     monkeypatch.setattr(onnx_export, "_max_error", lambda model, path: float("inf"))
     with pytest.raises(ModelLoadError, match="does not reproduce"):
-        load_onnx_model(model, "bge-reranker-base", quantize=None, onnx_dir=tmp_path)
+        load_onnx_runtime(module, "bge-reranker-base", quantize=None, onnx_dir=tmp_path)
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
     monkeypatch.undo()
-    wrapper = load_onnx_model(model, "bge-reranker-base", quantize=None, onnx_dir=tmp_path)
-    assert wrapper.onnx_path.is_file() and wrapper.onnx_path.parent.name == "fp32"
+    runtime = load_onnx_runtime(module, "bge-reranker-base", quantize=None, onnx_dir=tmp_path)
+    assert runtime.onnx_path.is_file() and runtime.onnx_path.parent.name == "fp32"
 
 
 def test_large_models_keep_weights_in_one_side_file(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        fixture_path("enc-bert/bge-reranker-base")
-    ).eval()
-    wrapper = load_onnx_model(model, "bge-reranker-base", quantize="int8", onnx_dir=tmp_path)
-    fp32_file = wrapper.onnx_path.parents[1] / "fp32" / "model.onnx"
+    module = _score_module("enc-bert/bge-reranker-base")
+    runtime = load_onnx_runtime(module, "bge-reranker-base", quantize="int8", onnx_dir=tmp_path)
+    fp32_file = runtime.onnx_path.parents[1] / "fp32" / "model.onnx"
     assert (fp32_file.parent / "model.onnx.data").stat().st_size > fp32_file.stat().st_size
-    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3]])  # inside the tiny vocabulary
-    logits = wrapper(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=(ids * 0)).logits
-    assert logits.shape == (1, 1) and torch.isfinite(logits).all()
+    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3]])  # (1, 7), inside the tiny vocabulary
+    batch = Batch(ids, torch.ones_like(ids), torch.tensor([7]), token_type_ids=ids * 0)
+    scores = runtime.score(batch, Plan())
+    assert scores.shape == (1, 1) and torch.isfinite(scores).all()
 
 
 def test_default_cache_is_outside_the_model_folder(tmp_path, monkeypatch):
@@ -194,17 +187,19 @@ def test_bad_option_combinations_are_refused(options, message, tmp_path):
 
 
 def test_cuda_devices_are_refused_before_exporting(tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc/bge-reranker-v2-m3")).eval()
     with pytest.raises(InvalidOptionError, match="CPU only"):
-        load_onnx_model(model, "bge-reranker-v2-m3", quantize=None, onnx_dir=tmp_path, devices=["cuda:0"])
+        AutoReranker.from_finetuned(
+            fixture_path("enc/bge-reranker-v2-m3"), devices="cuda:0", backend="onnx", onnx_dir=str(tmp_path)
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch, tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc/bge-reranker-v2-m3")).eval()
+    module = _score_module("enc/bge-reranker-v2-m3")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(MissingDependencyError, match=r"autorerank\[onnx\]"):
-        load_onnx_model(model, "bge-reranker-v2-m3", quantize=None, onnx_dir=tmp_path)
+        load_onnx_runtime(module, "bge-reranker-v2-m3", quantize=None, onnx_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_scores_are_plain_floats_in_input_order(rerankers):
@@ -220,4 +215,4 @@ def test_scores_are_plain_floats_in_input_order(rerankers):
         warnings.simplefilter("error")
         ranked = reranker.rerank(query, documents)
     assert [result.relevance_score for result in ranked] == sorted(expected, reverse=True)
-    assert os.fspath(reranker.model.onnx_path).endswith(os.path.join("fp32", "model.onnx"))
+    assert os.fspath(reranker.runtime.onnx_path).endswith(os.path.join("fp32", "model.onnx"))

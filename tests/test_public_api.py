@@ -66,6 +66,6 @@ def test_info_describes_the_model():
     info = cached_reranker("llm/bge-reranker-v2-gemma").info
     assert info.kind == "decoder-only-base"
     assert info.architecture == "GemmaForCausalLM"
-    assert "known model name" in info.detected_by
+    assert "config.json" in info.detected_by
     assert info.num_parameters > 1000 and info.dtype == "float32" and info.devices == ("cpu",)
     assert info.max_length == 512

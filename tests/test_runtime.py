@@ -1,56 +1,165 @@
-"""What the ONNX and OpenVINO wrappers share (``backends.runtime``), checked once on a minimal real subclass."""
+"""The runtime protocol (``backends.base.Runtime``): every runtime scores the same batch alike and describes
+itself; the (kind, backend) table refuses what cannot run, naming the fix."""
 
 from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import fixture_path, golden_case
 from transformers import BertConfig
 
-from autorerank.backends.runtime import RuntimeClassifier, check_cpu_devices
-from autorerank.errors import InvalidOptionError, ModelLoadError
+from autorerank import AutoReranker
+from autorerank.backends import Runtime, RuntimeInfo, build_runtime, check_backend
+from autorerank.backends.base import ExportedRuntime, check_cpu_devices, check_float32
+from autorerank.batching import Batch, collate
+from autorerank.errors import InvalidOptionError
+from autorerank.kinds.base import ModelSource, Plan, ScoreModule
+from autorerank.options import constructor_options
+from autorerank.registry import kind_named
+from autorerank.tokenization import load_tokenizer
+
+ENCODER, LLM, LAYERWISE = "encoder-only-base", "decoder-only-base", "decoder-only-layerwise"
+# (kind, fixture, golden case whose pairs make the batch, runtimes to compare)
+SUBJECTS = {
+    "encoder": (ENCODER, "enc-bert/bge-reranker-base", "bert-auto-default", ("torch", "onnx", "openvino")),
+    "llm": (LLM, "llm/bge-reranker-v2-gemma", "llm-auto-default", ("torch", "openvino")),
+}
+PACKAGES = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino",)}
+CPU = torch.device("cpu")
 
 
-class RowSums(RuntimeClassifier):
-    """A runtime whose 'model' sums each row's ids: enough to see what the base class feeds it."""
+def _require(backend: str) -> None:
+    for package in PACKAGES.get(backend, ()):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"backend={backend!r} needs {package}")
+
+
+@functools.cache
+def _batch(subject: str) -> Batch:
+    """One padded batch of the golden pairs, laid out by the kind's own hooks (right- or left-padded)."""
+    name, fixture, case, _ = SUBJECTS[subject]
+    kind, path = kind_named(name), fixture_path(fixture)
+    tokenizer = load_tokenizer(path)
+    prepared = kind.prepare(tokenizer, kind.load(ModelSource(path)))
+    options = constructor_options("test", kind.features, kind.defaults, {})
+    queries, passages = (list(texts) for texts in zip(*golden_case(case)["pairs"][:8]))
+    features = kind.encode(prepared, queries, passages, options)
+    rows = np.arange(len(features))
+    return collate(features, rows, pad_id=tokenizer.pad_id, side=kind.padding_side, device=CPU)
+
+
+def _runtime(subject: str, backend: str, onnx_dir: Path) -> Runtime:
+    """A runtime built as the reranker builds it, from freshly loaded weights."""
+    name, fixture, _, _ = SUBJECTS[subject]
+    kind, path = kind_named(name), fixture_path(fixture)
+    model = kind.load(ModelSource(path))
+    prepared = kind.prepare(load_tokenizer(path), model)
+    cache = str(onnx_dir) if backend == "onnx" else None
+    return build_runtime(
+        kind, model, prepared, backend=backend, device=CPU, dtype=torch.float32, onnx_dir=cache, model_name_or_path=path
+    )
+
+
+@pytest.mark.parametrize(
+    "subject, backend", [(subject, backend) for subject, spec in SUBJECTS.items() for backend in spec[3]]
+)
+def test_every_runtime_scores_a_batch_like_torch_and_describes_itself(subject, backend, tmp_path):
+    _require(backend)
+    batch = _batch(subject)
+    reference = _runtime(subject, "torch", tmp_path).score(batch, Plan())
+    runtime = _runtime(subject, backend, tmp_path)
+    scores = runtime.score(batch, Plan())
+    assert scores.shape == (Plan().n_outputs, len(batch)) == (1, 8)
+    assert scores.dtype == torch.float32 and scores.device == runtime.device == CPU
+    torch.testing.assert_close(scores, reference, rtol=0, atol=1e-4)
+    assert runtime.backend == backend and runtime.padded
+    info = runtime.describe()
+    assert isinstance(info, RuntimeInfo)
+    assert (info.backend, info.device, info.dtype) == (backend, "cpu", "float32")
+    expected = "BertForSequenceClassification" if subject == "encoder" else "GemmaForCausalLM"
+    assert info.architecture == expected and info.num_parameters > 0
+
+
+def test_runtimes_report_the_torch_model_parameters(tmp_path):
+    _require("openvino")
+    counts = {backend: _runtime("llm", backend, tmp_path).describe().num_parameters for backend in ("torch", "openvino")}
+    assert counts["torch"] == counts["openvino"] > 0
+
+
+class _Tiny(torch.nn.Module):
+    config = BertConfig(architectures=["TinyForSequenceClassification"])
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+
+class RowSums(ExportedRuntime):
+    """A runtime whose 'model' sums each row's ids: enough to see what the shared base feeds it."""
 
     backend = "rowsums"
 
-    def __init__(self, input_names: list[str]) -> None:
-        super().__init__(BertConfig(), [(3, 4), (5,)], input_names)
+    def __init__(self) -> None:
+        super().__init__(ScoreModule(_Tiny(), ("input_ids", "attention_mask", "token_type_ids")))
         self.fed: dict[str, np.ndarray] = {}
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.fed = feeds
-        return sum(feed.sum(axis=1, keepdims=True) for feed in feeds.values())  # (B, 1)
+        return sum(feed.sum(axis=1) for feed in feeds.values())  # (B,)
 
 
-def test_feeds_are_int64_and_missing_token_types_are_zeros():
-    model = RowSums(["input_ids", "attention_mask", "token_type_ids"])
-    ids = torch.tensor([[5, 6, 0], [7, 0, 0]], dtype=torch.int32)
-    out = model(input_ids=ids, attention_mask=(ids > 0).long())
-    assert {name: feed.dtype for name, feed in model.fed.items()} == dict.fromkeys(model.fed, np.int64)
-    np.testing.assert_array_equal(model.fed["token_type_ids"], np.zeros((2, 3)))
-    assert out.logits.dtype == torch.float32
-    assert out.logits.view(-1).tolist() == [11 + 2, 7 + 1]
+def test_exported_runtimes_get_int64_feeds_and_zeros_for_missing_token_types():
+    runtime = RowSums()
+    ids = torch.tensor([[5, 6, 0], [7, 0, 0]], dtype=torch.int32)  # (B, T)
+    batch = Batch(input_ids=ids, attention_mask=(ids > 0).int(), lengths=torch.tensor([2, 1]))
+    scores = runtime.score(batch, Plan())
+    assert {name: feed.dtype for name, feed in runtime.fed.items()} == dict.fromkeys(runtime.fed, np.int64)
+    np.testing.assert_array_equal(runtime.fed["token_type_ids"], np.zeros((2, 3)))
+    assert scores.dtype == torch.float32 and scores.tolist() == [[11 + 2, 7 + 1]]
+    assert runtime.describe() == RuntimeInfo("rowsums", "cpu", "float32", "TinyForSequenceClassification", 4 * 3 + 3)
 
 
-def test_it_reports_the_torch_parameter_shapes_without_holding_weights():
-    shapes = [tuple(p.shape) for p in RowSums(["input_ids", "attention_mask"]).parameters()]
-    assert shapes == [(3, 4), (5,)]
-    assert all(p.device.type == "meta" for p in RowSums(["input_ids", "attention_mask"]).parameters())
+@pytest.mark.parametrize(
+    "kind, backend, options, message",
+    [
+        (LAYERWISE, "openvino", {}, r"not available for decoder-only-layerwise rerankers; choose one of 'torch'"),
+        (LLM, "onnx", {}, r"choose one of 'torch', 'openvino'"),
+        (ENCODER, "torch", {"quantize": "int8"}, r"needs backend='openvino' .* or backend='onnx'"),
+        (ENCODER, "openvino", {"onnx_dir": "/tmp"}, r"onnx_dir .* needs backend='onnx'"),
+        (ENCODER, "onnx", {"devices": ["cpu", "cuda:0"]}, r"CPU only, not on cuda:0: pass devices='cpu'"),
+        (LLM, "openvino", {"devices": ["mps"]}, r"CPU only, not on mps: pass devices='cpu'"),
+    ],
+)
+def test_check_backend_refuses_what_cannot_run_naming_the_fix(kind, backend, options, message):
+    settings = {"quantize": None, "onnx_dir": None, "devices": ["cpu"], **options}
+    with pytest.raises(InvalidOptionError, match=message):
+        check_backend(kind_named(kind), backend, settings["quantize"], settings["onnx_dir"], settings["devices"])
 
 
-def test_cuda_or_half_precision_is_refused_naming_the_backend():
-    model = RowSums(["input_ids", "attention_mask"])
-    assert model.to(device="cpu", dtype=torch.float32) is model
-    for request in ({"device": "cuda:0"}, {"dtype": torch.float16}, {"dtype": torch.bfloat16}):
-        with pytest.raises(InvalidOptionError, match="backend='rowsums'"):
-            model.to(**request)
-    with pytest.raises(InvalidOptionError, match="CPU only"):
+@pytest.mark.parametrize("kind, backend", [(ENCODER, "onnx"), (ENCODER, "openvino"), (LLM, "openvino")])
+def test_check_backend_accepts_the_table(kind, backend):
+    check_backend(kind_named(kind), backend, "int8", "/tmp" if backend == "onnx" else None, ["cpu"])
+
+
+def test_the_reranker_refuses_a_backend_before_loading(monkeypatch):
+    layerwise = kind_named(LAYERWISE)
+    monkeypatch.setattr(type(layerwise), "load", lambda self, source: pytest.fail("loaded the weights"))
+    with pytest.raises(InvalidOptionError, match="choose one of 'torch'"):
+        AutoReranker.from_finetuned(
+            fixture_path("layerwise/bge-reranker-v2-minicpm-layerwise"), devices="cpu", backend="openvino"
+        )
+
+
+def test_cpu_and_float32_checks_name_the_backend_and_the_fix():
+    check_cpu_devices(["cpu", torch.device("cpu")], "rowsums")
+    with pytest.raises(InvalidOptionError, match=r"backend='rowsums' runs on the CPU only, not on cuda:1"):
         check_cpu_devices(["cpu", "cuda:1"], "rowsums")
-
-
-def test_unsupported_model_inputs_are_refused():
-    with pytest.raises(ModelLoadError, match="position_ids"):
-        RowSums(["input_ids", "position_ids"])
+    model = _Tiny()
+    check_float32(model, "rowsums")
+    with pytest.raises(InvalidOptionError, match=r"backend='rowsums' takes float32 .* bfloat16: drop use_fp16/use_bf16"):
+        check_float32(model.to(torch.bfloat16), "rowsums")

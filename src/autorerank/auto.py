@@ -1,19 +1,21 @@
 """``AutoReranker.from_finetuned``: pick the right reranker kind for a checkpoint.
 
-Order: an explicit ``model_class``; then the known model names (full ``org/name`` or bare name,
-and a ``checkpoint-N`` folder counts as its parent's name); then the checkpoint's own
-``config.json``, so a fine-tune saved under any folder name still loads.
+Order: an explicit ``model_class``; then the checkpoint's own ``config.json``, asked of every registered kind
+(most specific first); then, only when config.json does not say, the known model names (full ``org/name`` or
+bare name; a ``checkpoint-N`` folder counts as its parent's name). The rule that decided is recorded in
+``reranker.detected_by``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import UnknownModelKindError
 from .loading import normalize_model_path, read_json
-from .registry import KNOWN_MODELS, RerankerKind, reranker_class
+from .registry import KNOWN_MODELS, RerankerKind, registered_kinds, reranker_class
 from .reranker import Reranker
 
 __all__ = ["AutoReranker", "detect_kind"]
@@ -40,67 +42,48 @@ class AutoReranker:
     ) -> Reranker:
         """Load a reranker of the right kind, with the same arguments and meaning as FlagEmbedding.
 
-        ``model_class`` is one of ``encoder-only-base``, ``decoder-only-base``,
-        ``decoder-only-layerwise``, ``decoder-only-lightweight`` (string or :class:`RerankerKind`).
-        Remaining keyword arguments go to the kind's constructor; unknown ones raise ``TypeError``.
+        ``model_class`` is a kind name (``encoder-only-base``, ``decoder-only-base``, ``decoder-only-layerwise``,
+        ``decoder-only-lightweight``) or a :class:`RerankerKind`. Remaining keyword arguments are the options
+        of :mod:`autorerank.options`; unknown ones raise ``TypeError``.
         """
         path = normalize_model_path(model_name_or_path)
         kind, reason = detect_kind(path, model_class, cache_dir=kwargs.get("cache_dir"))
-        logger.info("Loading %s as %s (%s)", path, kind.value, reason)
-        reranker = reranker_class(kind)(
-            path, use_fp16=use_fp16, trust_remote_code=bool(trust_remote_code), **kwargs
-        )
+        logger.info("Loading %s as %s (%s)", path, kind, reason)
+        reranker = reranker_class(kind)(path, use_fp16=use_fp16, trust_remote_code=bool(trust_remote_code), **kwargs)
         reranker.detected_by = reason
         return reranker
 
 
 def detect_kind(
     model_name_or_path: str, model_class: str | RerankerKind | None = None, *, cache_dir: str | None = None
-) -> tuple[RerankerKind, str]:
-    """The kind of a checkpoint, and how it was decided."""
+) -> tuple[str, str]:
+    """The kind name of a checkpoint, and the rule that decided it."""
     if model_class is not None:
         return RerankerKind.parse(model_class), "model_class argument"
+    config = read_json(model_name_or_path, "config.json", cache_dir)
+    by_config = kind_from_config(config)
+    if by_config is not None:
+        return by_config, f"config.json ({_describe(config)})"
     name = _model_name(model_name_or_path)
     for candidate, table in ((name, KNOWN_MODELS), (name.split("/")[-1], _KNOWN_BASENAMES)):
         if candidate in table:
-            return table[candidate], f"known model name {candidate!r}"
-    config = read_json(model_name_or_path, "config.json", cache_dir)
-    kind = kind_from_config(config)
-    if kind is None:
-        kinds = ", ".join(repr(k.value) for k in RerankerKind)
-        found = (
-            f"architectures={config.get('architectures')}, model_type={config.get('model_type')!r}"
-            if config
-            else "no config.json"
-        )
-        raise UnknownModelKindError(
-            f"Cannot tell which kind of reranker {model_name_or_path!r} is ({found}). "
-            f"Pass it explicitly, e.g. AutoReranker.from_finetuned(path, model_class='encoder-only-base'); "
-            f"kinds: {kinds}."
-        )
-    return (
-        kind,
-        f"config.json (architectures={config.get('architectures')}, model_type={config.get('model_type')!r})",
+            return table[candidate], f"known model name {candidate!r} (config.json does not say)"
+    kinds = ", ".join(repr(kind.name) for kind in registered_kinds())
+    found = _describe(config) if config else "no config.json"
+    raise UnknownModelKindError(
+        f"Cannot tell which kind of reranker {model_name_or_path!r} is ({found}). "
+        f"Pass it explicitly, e.g. AutoReranker.from_finetuned(path, model_class='encoder-only-base'); "
+        f"kinds: {kinds}."
     )
 
 
-def kind_from_config(config: dict[str, Any]) -> RerankerKind | None:
-    """Read the kind off a checkpoint's config.json fields; None if they do not say."""
-    architectures = " ".join(config.get("architectures") or [])
-    model_type = config.get("model_type", "")
-    if (
-        model_type == "cost_wise_gemma"
-        or "CostWise" in architectures
-        or {"layer_sep", "start_layer"} <= config.keys()
-    ):
-        return RerankerKind.DECODER_ONLY_LIGHTWEIGHT
-    if "LayerWise" in architectures or (model_type == "minicpm" and "start_layer" in config):
-        return RerankerKind.DECODER_ONLY_LAYERWISE
-    if architectures.endswith("ForSequenceClassification") or "ForSequenceClassification " in architectures:
-        return RerankerKind.ENCODER_ONLY_BASE
-    if "ForCausalLM" in architectures:
-        return RerankerKind.DECODER_ONLY_BASE
-    return None
+def kind_from_config(config: Mapping[str, Any]) -> str | None:
+    """The first registered kind (most specific first) whose rule matches config.json; None if none does."""
+    return next((kind.name for kind in registered_kinds() if kind.matches(config)), None)
+
+
+def _describe(config: Mapping[str, Any]) -> str:
+    return f"architectures={config.get('architectures')}, model_type={config.get('model_type')!r}"
 
 
 def _model_name(model_name_or_path: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,12 +55,19 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The keyword tensors a transformers-style model takes."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            inputs["token_type_ids"] = self.token_type_ids
+        return inputs
 
-def default_batch_tokens(device: torch.device, config: object) -> int:
-    """The ``max_batch_tokens="auto"`` budget for a model (its ``config``) on ``device``."""
+
+def default_batch_tokens(device: torch.device, config: Mapping[str, Any]) -> int:
+    """The ``max_batch_tokens="auto"`` budget for a model (its ``config.json``) on ``device``."""
     if device.type != "cpu":
         return LARGE_BATCH_TOKENS
-    widths = [getattr(config, name, None) for name in ("intermediate_size", "hidden_size")]
+    widths = [config.get(name) for name in ("intermediate_size", "hidden_size")]
     widest = max((w for w in widths if isinstance(w, int) and w > 0), default=4096)
     return int(min(LARGE_BATCH_TOKENS, max(MIN_BATCH_TOKENS, CPU_ACTIVATION_BYTES // (4 * widest))))
 

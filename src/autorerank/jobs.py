@@ -1,10 +1,11 @@
 """File-to-file jobs on top of the public scoring API: score a pair file, rerank a TREC run.
 
-They take anything with a ``compute_score(pairs, **kwargs)`` method (a loaded reranker, or a
-fake one in tests) so that the command line stays a thin shell and these can be used from
-Python too. Work is sent to ``compute_score`` in chunks of a few thousand pairs: large enough
-for its length-sorted, token-budget batching to pay off, small enough to show progress and,
-for :func:`score_pair_file`, to make each chunk durable before the next starts.
+They take anything with the reranker's streaming methods (``iter_scores``, ``scores_per_pair``: a loaded
+reranker, or a fake one in tests) so that the command line stays a thin shell and these can be used from
+Python too. Pairs stream through ``iter_scores`` in chunks of a few thousand: large enough for its
+length-sorted, token-budget batching to pay off, small enough to show progress and, for
+:func:`score_pair_file`, to make each chunk durable before the next starts; the next chunk is read and
+tokenized while the model scores this one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import InvalidOptionError
@@ -44,7 +46,9 @@ RankedRun = dict[str, list[tuple[str, float]]]
 
 
 class Scorer(Protocol):
-    def compute_score(self, sentence_pairs: Any, **kwargs: Any) -> Any: ...
+    def iter_scores(self, chunks: Iterable[list[tuple[str, str]]], **options: Any) -> Iterator[np.ndarray]: ...
+
+    def scores_per_pair(self, **options: Any) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -104,15 +108,15 @@ def score_pair_file(
             "it is the output of another input (use another --output, or --overwrite)",
         )
     scored = 0
+    chunks = ([(pair.query, pair.passage) for pair in chunk] for chunk in _chunks(pairs, chunk_size))
     with (
         ScoreWriter(job.output_path, start_index=job.done) as writer,
         _bar(progress, "Scoring", initial=job.done) as bar,
     ):
-        for chunk in _chunks(pairs, chunk_size):
-            result = scorer.compute_score([(pair.query, pair.passage) for pair in chunk], show_progress=False)
-            writer.write_chunk(_per_pair(result, len(chunk)))
-            scored += len(chunk)
-            bar.update(len(chunk))
+        for scores in scorer.iter_scores(chunks):
+            writer.write_chunk(_per_pair(scores))
+            scored += scores.shape[1]
+            bar.update(scores.shape[1])
     return ScoreFileResult(skipped=job.done, scored=scored)
 
 
@@ -181,16 +185,19 @@ def _score_heads(
     progress: bool | None,
 ) -> dict[str, list[float]]:
     """Score each query's head in chunks of whole queries (one query may exceed a chunk)."""
+    if scorer.scores_per_pair() != 1:
+        raise InvalidOptionError("Reranking needs one score per document: pass a single --cutoff-layers value.")
+    groups = list(_query_groups(heads, chunk_size))
+    chunks = ([(queries[q], corpus[entry.doc_id]) for q in group for entry in heads[q]] for group in groups)
     scores: dict[str, list[float]] = {}
     with _bar(progress, "Reranking", total=sum(len(head) for head in heads.values())) as bar:
-        for group in _query_groups(heads, chunk_size):
-            pairs = [(queries[q], corpus[entry.doc_id]) for q in group for entry in heads[q]]
-            flat = _single_scores(scorer.compute_score(pairs, show_progress=False), len(pairs))
+        for group, group_scores in zip(groups, scorer.iter_scores(chunks)):
+            flat = group_scores[0].tolist()
             start = 0
             for query_id in group:
                 scores[query_id] = flat[start : start + len(heads[query_id])]
                 start += len(heads[query_id])
-            bar.update(len(pairs))
+            bar.update(len(flat))
     return scores
 
 
@@ -237,29 +244,9 @@ def _require_found(
         raise InputFileError(run_path, line, f"{what} id {item_id!r} is not in {texts_path}{more}")
 
 
-def _per_pair(result: Any, count: int) -> list[float | list[float]]:
-    """Scores as one entry per pair: a float, or a list of floats when several layers are scored.
-
-    ``compute_score`` returns one list per cutoff layer when given several; this transposes it.
-    """
-    values = list(result) if isinstance(result, (list, tuple)) else [result]
-    if values and isinstance(values[0], (list, tuple)):
-        if any(len(layer) != count for layer in values):
-            lengths = [len(layer) for layer in values]
-            raise RuntimeError(f"compute_score returned layer lists of lengths {lengths} for {count} pairs")
-        return [[float(layer[i]) for layer in values] for i in range(count)]
-    if len(values) != count:
-        raise RuntimeError(f"compute_score returned {len(values)} scores for {count} pairs")
-    return [float(value) for value in values]
-
-
-def _single_scores(result: Any, count: int) -> list[float]:
-    scores = _per_pair(result, count)
-    if scores and isinstance(scores[0], list):
-        raise InvalidOptionError(
-            "Reranking needs one score per document: pass a single --cutoff-layers value."
-        )
-    return scores  # type: ignore[return-value]
+def _per_pair(scores: np.ndarray) -> list[float] | list[list[float]]:
+    """``(layers, n)`` scores as one entry per pair: a float, or a list of floats when several layers are scored."""
+    return scores[0].tolist() if scores.shape[0] == 1 else scores.T.tolist()
 
 
 def _take(pairs: Iterator[Pair], count: int) -> Iterator[Pair]:

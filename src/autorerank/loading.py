@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .compat import dtype_kwargs  # re-exported: modules still import it from here
+from .compat import quiet_weight_loading
 from .errors import ModelLoadError
 from .optional import require
 
@@ -88,14 +88,6 @@ def read_json(model_name_or_path: str, filename: str, cache_dir: str | None = No
         raise ModelLoadError(f"Cannot read {path}: {exc}") from exc
 
 
-def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """The ``from_pretrained`` keyword for the weights' dtype: ``dtype`` since transformers 4.56."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
 def load_pretrained(
     model_class: Any, model_name_or_path: str, *, kind: str, **kwargs: Any
 ) -> torch.nn.Module:
@@ -105,7 +97,7 @@ def load_pretrained(
     as a cross-encoder gets a random score head), so its scores would be arbitrary.
     """
     try:
-        with _no_weight_loading_bar():
+        with quiet_weight_loading():
             model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"Cannot load {model_name_or_path!r} as {kind}: {exc}") from exc
@@ -121,21 +113,6 @@ def load_pretrained(
             "another kind: drop model_class to detect it, or pass the right model_class=."
         )
     return model.eval()
-
-
-@contextlib.contextmanager
-def _no_weight_loading_bar() -> Iterator[None]:
-    """Silence transformers' per-load "Loading weights" bar (restored afterwards): loading is quick
-    and the bar clutters every CLI run and log."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def merge_peft(model: torch.nn.Module, peft_path: str) -> torch.nn.Module:

@@ -1,78 +1,99 @@
-"""Scoring options: set at construction, overridable per ``compute_score`` call."""
+"""THE option table: every option a reranker takes, declared once.
+
+A row says an option's name, default, the values it takes, which kinds it applies to (by *feature*: a kind
+declares the features it has, so a new kind with known features touches nothing here), whether
+``compute_score`` may override it per call, its command-line flag and its help. The constructors' checks, the
+per-call overrides, the CLI flags (``cli/parser.py``) and the README's option table (``tests/test_options.py``
+compares them) are all derived from :data:`OPTIONS`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+import difflib
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, UnknownOptionError
+from .registry import RerankerKind
 
-__all__ = ["AUTO", "ScoringOptions", "as_layers"]
+__all__ = [
+    "ALIASES",
+    "AUTO",
+    "BACKENDS",
+    "OPTIONS",
+    "Option",
+    "Options",
+    "call_options",
+    "constructor_options",
+    "markdown_table",
+    "option",
+    "passage_limit",
+    "query_limit",
+]
 
 # max_batch_tokens="auto": each process sizes the budget for its own device and model (see batching.py).
 AUTO = "auto"
+# Runtimes a model can run on (each kind lists those it supports; see backends/__init__.py).
+BACKENDS = ("torch", "onnx", "openvino")
+QUANTIZE_SCHEMES = ("int8",)
+
+# Features a kind may have; an option tied to one applies only to kinds that declare it.
+PROMPT = "prompt"  # an LLM prompt after each pair
+LAYERS = "layers"  # scores read after chosen layers
+COMPRESSION = "compression"  # passage-token compression (lightweight kind)
 
 
-@dataclass(frozen=True)
-class ScoringOptions:
-    """Everything that shapes how pairs are tokenized, batched and reported."""
-
-    batch_size: int = 128
-    max_batch_tokens: int | str | None = AUTO
-    query_max_length: int | None = None
-    max_length: int = 512
-    passage_max_length: int | None = None
-    normalize: bool = False
-    prompt: str | None = None
-    cutoff_layers: tuple[int, ...] | None = None
-    compress_layers: tuple[int, ...] | None = None
-    compress_ratio: int | None = None
-    show_progress: bool | None = None
-
-    def __post_init__(self) -> None:
-        _check_positive("batch_size", self.batch_size)
-        _check_positive("max_length", self.max_length)
-        for name in ("query_max_length", "passage_max_length", "compress_ratio"):
-            if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name))
-        if self.max_batch_tokens not in (None, AUTO):
-            _check_positive("max_batch_tokens", self.max_batch_tokens, also="'auto' or None")
-        if self.prompt is not None and not isinstance(self.prompt, str):
-            raise InvalidOptionError(f"prompt must be a string or None, got {type(self.prompt).__name__}.")
-        object.__setattr__(self, "cutoff_layers", as_layers("cutoff_layers", self.cutoff_layers))
-        object.__setattr__(self, "compress_layers", as_layers("compress_layers", self.compress_layers))
-
-    @property
-    def query_limit(self) -> int:
-        """Query token limit: ``query_max_length``, else three quarters of ``max_length`` (the reference rule)."""
-        return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
-
-    @property
-    def passage_limit(self) -> int:
-        """Passage token limit before pair truncation: ``max_length``, or ``passage_max_length`` if smaller."""
-        if self.passage_max_length is None:
-            return self.max_length
-        return min(self.passage_max_length, self.max_length)
-
-    @classmethod
-    def names(cls) -> frozenset[str]:
-        return frozenset(f.name for f in fields(cls))
-
-    def updated(self, overrides: dict[str, Any]) -> ScoringOptions:
-        """A copy with ``overrides`` applied; None means "keep the constructor's value", as in the reference."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update({name: value for name, value in overrides.items() if value is not None})
-        return ScoringOptions(**values)
+# ----------------------------------------------------------------------------- value checks
+Check = Callable[[str, Any], Any]
 
 
-def as_layers(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] | None:
-    """Normalise a layer option: an int is one layer, a list keeps its order."""
+def _anything(name: str, value: Any) -> Any:
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
+def _positive_int(name: str, value: Any, also: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOptionError(f"{name} must be a positive int{', ' + also if also else ''}, got {value!r}.")
+    return value
+
+
+def _optional_positive_int(name: str, value: Any) -> int | None:
+    return None if value is None else _positive_int(name, value, "or None")
+
+
+def _batch_tokens(name: str, value: Any) -> int | str | None:
+    if value is None or value == "none":
+        return None
+    if value == AUTO:
+        return value
+    return _positive_int(name, value, "'auto' or None")
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidOptionError(f"{name} must be a string or None, got {type(value).__name__}.")
+    return value
+
+
+def _instruction_format(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value.replace("\\n", "\n").count("{}") != 2:
+        raise InvalidOptionError(f"{name} must be a string with two '{{}}' (instruction, text), got {value!r}.")
+    return value
+
+
+def _layers(name: str, value: Any) -> tuple[int, ...] | None:
+    """An int is one layer; a list keeps its order (and its repeats)."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise InvalidOptionError(f"{name} must be an int or a list of ints, got a bool.")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value,)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidOptionError(f"{name} must be an int or a list of ints, got {type(value).__name__}.")
@@ -82,8 +103,258 @@ def as_layers(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] |
     return layers
 
 
-def _check_positive(name: str, value: Any, also: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(
-            f"{name} must be a positive int{', ' + also if also else ''}, got {value!r}."
-        )
+def _one_of(*choices: Any) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            raise InvalidOptionError(f"{name} must be one of {list(choices)}, got {value!r}.")
+        return value
+
+    return check
+
+
+# ----------------------------------------------------------------------------- command-line value types
+def positive_int_text(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def batch_tokens_text(text: str) -> int | str:
+    """argparse type for --max-batch-tokens: N, ``auto`` or ``none``."""
+    lowered = text.strip().lower()
+    if lowered == AUTO:
+        return AUTO
+    if lowered == "none":
+        return "none"  # not None, which would mean "flag not given"
+    return positive_int_text(text)
+
+
+_INT = {"type": positive_int_text, "metavar": "N"}
+_SWITCH = {"action": "store_true"}
+_TEXT = {"metavar": "TEXT"}
+_PATH = {"metavar": "PATH"}
+_LAYERS_CLI = {"type": int, "nargs": "+", "metavar": "LAYER"}
+
+
+# ----------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Option:
+    """One option: what it is called, takes and means, where it applies, and how the CLI spells it."""
+
+    name: str
+    default: Any
+    help: str
+    check: Check = _anything
+    feature: str | None = None  # None: every kind
+    per_call: bool = False  # compute_score(..., name=value) overrides the constructor's value
+    flag: str | None = None  # the command-line flag, if any
+    cli: Mapping[str, Any] = field(default_factory=dict)  # argparse settings beyond dest/default/help
+    effect: bool = True  # False: accepted for FlagEmbedding's sake, changes nothing
+    default_text: str | None = None  # how the README shows a default that is not a plain value
+
+    def applies_to(self, features: frozenset[str]) -> bool:
+        return self.feature is None or self.feature in features
+
+
+OPTIONS: tuple[Option, ...] = (
+    # --- loading: set once, at construction
+    Option("model_class", None, "the kind, instead of detecting it (`from_finetuned` only)", flag="--model-class",
+           cli={"choices": [kind.value for kind in RerankerKind], "metavar": "KIND"}),
+    Option("use_fp16", False, "float16 weights and activations (GPU; refused on CPU with a warning)", _flag,
+           flag="--fp16", cli=_SWITCH),
+    Option("use_bf16", False, "bfloat16 weights and activations (CPU and GPU)", _flag, flag="--bf16", cli=_SWITCH),
+    Option("peft_path", None, "a PEFT/LoRA adapter merged into the weights at load (`autorerank[peft]`)",
+           _optional_text, flag="--peft-path", cli=_PATH),
+    Option("devices", None, "`None` (every CUDA device, else the CPU), `\"cpu\"`, `0`, `[\"cuda:0\", \"cuda:1\"]`; "
+           "several devices score in one worker process each", flag="--device",
+           cli={"action": "append", "metavar": "DEVICE"}),
+    Option("cache_dir", None, "where hub checkpoints are cached", _optional_text, flag="--cache-dir", cli=_PATH),
+    Option("trust_remote_code", False, "let transformers run the checkpoint's own Python code", _flag,
+           flag="--trust-remote-code", cli=_SWITCH),
+    Option("backend", "torch", "the runtime: `torch`, `onnx` or `openvino` (CPU); each kind lists the ones it "
+           "supports", _one_of(*BACKENDS), flag="--backend", cli={"choices": BACKENDS, "metavar": "RUNTIME"}),
+    Option("quantize", None, "`int8` on the onnx and openvino backends", _one_of(None, *QUANTIZE_SCHEMES),
+           flag="--quantize", cli={"choices": QUANTIZE_SCHEMES, "metavar": "SCHEME"}),
+    Option("onnx_dir", None, "where the onnx backend keeps its exports (default `~/.cache/autorerank/onnx`)",
+           _optional_text, flag="--onnx-dir", cli=_PATH),
+    Option("query_instruction_for_rerank", None, "text put before each query", _optional_text,
+           flag="--query-instruction", cli=_TEXT, default_text="`None` (LLM kinds: `\"A: \"`; pass None to remove)"),
+    Option("query_instruction_format", "{}{}", "how instruction and query join (a literal `\\n` is a newline)",
+           _instruction_format, flag="--query-instruction-format", cli={"metavar": "FORMAT"}),
+    Option("passage_instruction_for_rerank", None, "text put before each passage", _optional_text,
+           flag="--passage-instruction", cli=_TEXT, default_text="`None` (LLM kinds: `\"B: \"`; pass None to remove)"),
+    Option("passage_instruction_format", "{}{}", "how instruction and passage join", _instruction_format,
+           flag="--passage-instruction-format", cli={"metavar": "FORMAT"}),
+    # --- scoring: constructor defaults that compute_score(..., name=value) overrides per call
+    Option("batch_size", 128, "most pairs in one forward pass", _positive_int, per_call=True, flag="--batch-size",
+           cli=_INT),
+    Option("max_batch_tokens", AUTO, "most padded tokens in one forward pass; `\"auto\"` sizes it for the device "
+           "(cache-sized on CPUs, 16384 on GPUs), `None` sets no budget", _batch_tokens, per_call=True,
+           flag="--max-batch-tokens", cli={"type": batch_tokens_text, "metavar": "N|auto|none"}),
+    Option("max_length", 512, "token limit of a pair; passages are cut so the pair fits", _positive_int,
+           per_call=True, flag="--max-length", cli=_INT),
+    Option("query_max_length", None, "token limit of the query", _optional_positive_int, per_call=True,
+           flag="--query-max-length", cli=_INT, default_text="3/4 of `max_length`"),
+    Option("passage_max_length", None, "an extra limit on passage tokens", _optional_positive_int, per_call=True,
+           flag="--passage-max-length", cli=_INT),
+    Option("normalize", False, "map scores through a sigmoid to (0, 1)", _flag, per_call=True, flag="--normalize",
+           cli=_SWITCH),
+    Option("show_progress", None, "progress bar; `None` shows it when there is more than one batch",
+           per_call=True),
+    Option("prompt", None, "the question put after each pair", _optional_text, feature=PROMPT, per_call=True,
+           flag="--prompt", cli=_TEXT, default_text="the kind's FlagEmbedding prompt"),
+    Option("cutoff_layers", None, "layers to score after; one layer gives a list of scores, several give one "
+           "list per layer (`compute_layer_scores` always gives one row per layer)", _layers, feature=LAYERS,
+           per_call=True, flag="--cutoff-layers", cli=_LAYERS_CLI, default_text="the last layer"),
+    Option("compress_layers", None, "layers before which passage tokens are compressed", _layers,
+           feature=COMPRESSION, per_call=True, flag="--compress-layers", cli=_LAYERS_CLI, default_text="`[8]`"),
+    Option("compress_ratio", 1, "passage tokens pooled into one: 1 (none), 2, 4 or 8", _one_of(1, 2, 4, 8),
+           feature=COMPRESSION, per_call=True, flag="--compress-ratio", cli=_INT),
+    Option("use_dataloader", None, "accepted for FlagEmbedding; no effect (tokenization already overlaps the "
+           "model)", feature=PROMPT, per_call=True, effect=False),
+    Option("num_workers", None, "accepted for FlagEmbedding; no effect", feature=PROMPT, per_call=True,
+           effect=False),
+)
+
+# Deprecated spellings -> the option they mean.
+ALIASES: Mapping[str, str] = {"compress_layer": "compress_layers"}
+
+_BY_NAME: dict[str, Option] = {row.name: row for row in OPTIONS}
+# Options the reranker constructors never see (from_finetuned consumes them).
+_FACTORY_ONLY = frozenset({"model_class"})
+
+
+def option(name: str) -> Option:
+    return _BY_NAME[name]
+
+
+# ----------------------------------------------------------------------------- resolved values
+class Options(Mapping[str, Any]):
+    """Checked option values of one reranker (``options.max_length``); immutable, picklable."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no option {name!r} here") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Options are immutable; use replace().")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Options, (self._values,))
+
+    def __repr__(self) -> str:
+        return f"Options({self._values!r})"
+
+    def replace(self, changes: Mapping[str, Any]) -> Options:
+        return Options({**self._values, **changes})
+
+
+def query_limit(options: Options) -> int:
+    """Query token limit: ``query_max_length``, else three quarters of ``max_length`` (the reference rule)."""
+    limit = options.query_max_length
+    return int(limit) if limit is not None else int(options.max_length) * 3 // 4
+
+
+def passage_limit(options: Options) -> int:
+    """Passage token limit before pair truncation: ``max_length``, or ``passage_max_length`` if smaller."""
+    limit = options.passage_max_length
+    return int(options.max_length) if limit is None else min(int(limit), int(options.max_length))
+
+
+def constructor_options(
+    owner: str, features: frozenset[str], kind_defaults: Mapping[str, Any], given: Mapping[str, Any]
+) -> Options:
+    """Every option that applies to a kind: the table's default, the kind's, then the given value, checked."""
+    given = _resolve_aliases(given)
+    _refuse(owner, "__init__", features, given, allowed=lambda row: row.name not in _FACTORY_ONLY)
+    values: dict[str, Any] = {}
+    for row in OPTIONS:
+        if row.name in _FACTORY_ONLY or not row.applies_to(features) or not row.effect:
+            continue
+        value = given[row.name] if row.name in given else kind_defaults.get(row.name, row.default)
+        values[row.name] = row.check(row.name, value)
+    return Options(values)
+
+
+def call_options(owner: str, features: frozenset[str], current: Options, given: Mapping[str, Any]) -> Options:
+    """``current`` with ``compute_score``'s overrides; None keeps the constructor's value, as in the reference."""
+    given = _resolve_aliases(given)
+    _refuse(owner, "compute_score", features, given, allowed=lambda row: row.per_call)
+    changes = {
+        name: _BY_NAME[name].check(name, value)
+        for name, value in given.items()
+        if value is not None and _BY_NAME[name].effect
+    }
+    return current.replace(changes) if changes else current
+
+
+def _resolve_aliases(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename deprecated option names (with a warning); the new name wins when both are given."""
+    resolved = dict(given)
+    for old, new in ALIASES.items():
+        if old in resolved:
+            warnings.warn(f"{old}= is deprecated; use {new}= instead.", DeprecationWarning, stacklevel=5)
+            value = resolved.pop(old)
+            if resolved.get(new) is None:
+                resolved[new] = value
+    return resolved
+
+
+def _refuse(
+    owner: str, method: str, features: frozenset[str], given: Mapping[str, Any], allowed: Callable[[Option], bool]
+) -> None:
+    """Raise UnknownOptionError for names that are not options of this kind (or not settable here)."""
+    accepted = sorted(row.name for row in OPTIONS if row.applies_to(features) and allowed(row))
+    rejected = sorted(name for name in given if name not in accepted)
+    if not rejected:
+        return
+    reasons = [_why_not(name, features, accepted, method) for name in rejected]
+    raise UnknownOptionError(f"{owner}.{method}() got {'; '.join(reasons)}.", rejected)
+
+
+def _why_not(name: str, features: frozenset[str], accepted: list[str], method: str) -> str:
+    row = _BY_NAME.get(name)
+    if row is not None and not row.applies_to(features):
+        return f"{name}=, which does not apply to this kind of reranker"
+    if row is not None:
+        return f"{name}=, which is set when the reranker is loaded, not per call"
+    close = difflib.get_close_matches(name, accepted, n=1)
+    hint = f" (did you mean {close[0]}=?)" if close else ""
+    return f"an unexpected keyword argument {name}={hint}"
+
+
+# ----------------------------------------------------------------------------- documentation
+def markdown_table() -> str:
+    """The README's option table, generated from :data:`OPTIONS`."""
+    lines = ["| option | default | per call | CLI flag | meaning |", "| --- | --- | --- | --- | --- |"]
+    for row in OPTIONS:
+        default = row.default_text or f"`{row.default!r}`"
+        where = f" ({row.feature} kinds)" if row.feature else ""
+        flag = f"`{row.flag}`" if row.flag else "-"
+        lines.append(f"| `{row.name}` | {default} | {'yes' if row.per_call else '-'} | {flag} | {row.help}{where} |")
+    return "\n".join(lines) + "\n"

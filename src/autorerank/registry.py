@@ -1,24 +1,26 @@
-"""Reranker kinds, the classes that implement them, and the model names we know.
+"""Reranker kinds by name: the kind objects, the classes users hold, and the model names we know.
 
-Name tables are only a hint for detection (see :mod:`autorerank.auto`): a checkpoint's
-``config.json`` decides when its name is unknown.
+A kind module registers itself with :func:`register_kind`; detection (:mod:`autorerank.auto`) asks the
+registered kinds about a checkpoint's ``config.json`` first and uses :data:`KNOWN_MODELS` only as a hint.
 """
 
 from __future__ import annotations
 
+import importlib
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from .errors import UnknownModelKindError
 
 if TYPE_CHECKING:
+    from .kinds.base import Kind
     from .reranker import Reranker
 
-__all__ = ["KNOWN_MODELS", "RerankerKind", "register_kind", "reranker_class"]
+__all__ = ["KNOWN_MODELS", "RerankerKind", "kind_named", "register_kind", "registered_kinds", "reranker_class"]
 
 
 class RerankerKind(str, Enum):
-    """The four kinds of reranker, named as FlagEmbedding names its ``model_class`` values."""
+    """The kinds of reranker, named as FlagEmbedding names its ``model_class`` values."""
 
     ENCODER_ONLY_BASE = "encoder-only-base"
     DECODER_ONLY_BASE = "decoder-only-base"
@@ -26,51 +28,81 @@ class RerankerKind(str, Enum):
     DECODER_ONLY_LIGHTWEIGHT = "decoder-only-lightweight"
 
     @classmethod
-    def parse(cls, value: str | RerankerKind) -> RerankerKind:
-        """Accept an enum member, its value, or FlagEmbedding's enum of the same values."""
+    def parse(cls, value: str | RerankerKind) -> str:
+        """A kind name from an enum member, its value, FlagEmbedding's enum of the same values, or the name of
+        any registered kind."""
         raw = getattr(value, "value", value)
-        try:
-            return cls(raw)
-        except ValueError:
-            choices = ", ".join(repr(kind.value) for kind in cls)
-            raise UnknownModelKindError(
-                f"Unknown model_class {value!r}; expected one of {choices}."
-            ) from None
+        if isinstance(raw, str) and raw in _registered_names():
+            return raw
+        choices = ", ".join(repr(name) for name in _registered_names())
+        raise UnknownModelKindError(f"Unknown model_class {value!r}; expected one of {choices}.")
 
 
 # Published reranker names (matched on "org/name" and on the bare name) -> kind.
-KNOWN_MODELS: dict[str, RerankerKind] = {
-    "BAAI/bge-reranker-base": RerankerKind.ENCODER_ONLY_BASE,
-    "BAAI/bge-reranker-large": RerankerKind.ENCODER_ONLY_BASE,
-    "BAAI/bge-reranker-v2-m3": RerankerKind.ENCODER_ONLY_BASE,
-    "BAAI/bge-reranker-v2-gemma": RerankerKind.DECODER_ONLY_BASE,
-    "BAAI/bge-reranker-v2-minicpm-layerwise": RerankerKind.DECODER_ONLY_LAYERWISE,
-    "BAAI/bge-reranker-v2.5-gemma2-lightweight": RerankerKind.DECODER_ONLY_LIGHTWEIGHT,
-    "jinaai/jina-reranker-v2-base-multilingual": RerankerKind.ENCODER_ONLY_BASE,
-    "jinaai/jina-reranker-v1-turbo-en": RerankerKind.ENCODER_ONLY_BASE,
-    "Alibaba-NLP/gte-multilingual-reranker-base": RerankerKind.ENCODER_ONLY_BASE,
-    "maidalun1020/bce-reranker-base_v1": RerankerKind.ENCODER_ONLY_BASE,
+KNOWN_MODELS: dict[str, str] = {
+    "BAAI/bge-reranker-base": RerankerKind.ENCODER_ONLY_BASE.value,
+    "BAAI/bge-reranker-large": RerankerKind.ENCODER_ONLY_BASE.value,
+    "BAAI/bge-reranker-v2-m3": RerankerKind.ENCODER_ONLY_BASE.value,
+    "BAAI/bge-reranker-v2-gemma": RerankerKind.DECODER_ONLY_BASE.value,
+    "BAAI/bge-reranker-v2-minicpm-layerwise": RerankerKind.DECODER_ONLY_LAYERWISE.value,
+    "BAAI/bge-reranker-v2.5-gemma2-lightweight": RerankerKind.DECODER_ONLY_LIGHTWEIGHT.value,
+    "jinaai/jina-reranker-v2-base-multilingual": RerankerKind.ENCODER_ONLY_BASE.value,
+    "jinaai/jina-reranker-v1-turbo-en": RerankerKind.ENCODER_ONLY_BASE.value,
+    "Alibaba-NLP/gte-multilingual-reranker-base": RerankerKind.ENCODER_ONLY_BASE.value,
+    "maidalun1020/bce-reranker-base_v1": RerankerKind.ENCODER_ONLY_BASE.value,
 }
 
-_CLASSES: dict[RerankerKind, type[Reranker]] = {}
+_KINDS: dict[str, Kind] = {}
+_CLASSES: dict[str, type[Reranker]] = {}
 
 
-def register_kind(kind: RerankerKind):
-    """Class decorator: make ``cls`` the implementation of ``kind``."""
+def register_kind(kind: Kind, reranker_class: type[Reranker] | None = None) -> Kind:
+    """Make ``kind`` available under ``kind.name``, held by users as ``reranker_class`` (default: a plain
+    :class:`~autorerank.reranker.Reranker` subclass). Later registrations are asked first in detection."""
+    if reranker_class is None:
+        from .reranker import Reranker
 
-    def decorate(cls: type[Reranker]) -> type[Reranker]:
-        cls.kind = kind
-        _CLASSES[kind] = cls
-        return cls
+        reranker_class = type(f"Reranker[{kind.name}]", (Reranker,), {"kind": kind.name})
+    reranker_class.kind = kind.name
+    _KINDS[kind.name] = kind
+    _CLASSES[kind.name] = reranker_class
+    return kind
 
-    return decorate
+
+def unregister_kind(name: str) -> None:
+    """Remove a kind (tests register fakes and clean up)."""
+    _KINDS.pop(name, None)
+    _CLASSES.pop(name, None)
 
 
-def reranker_class(kind: RerankerKind) -> type[Reranker]:
-    """The class implementing ``kind`` (importing the kind modules on first use)."""
-    from . import kinds  # noqa: F401  (registers every kind)
+_BUILTIN_KIND_MODULES = ("encoder", "llm", "layerwise", "lightweight")
 
+
+def _load_builtin_kinds() -> None:
+    for module in _BUILTIN_KIND_MODULES:  # each registers itself; imported modules are cached
+        importlib.import_module(f"{__package__}.kinds.{module}")
+
+
+def _registered_names() -> list[str]:
+    _load_builtin_kinds()
+    return list(_KINDS)
+
+
+def registered_kinds() -> list[Kind]:
+    """Every kind, most specific first (detection asks them in this order)."""
+    _load_builtin_kinds()
+    return sorted(_KINDS.values(), key=lambda kind: -kind.detection_priority)
+
+
+def kind_named(name: str) -> Kind:
+    _load_builtin_kinds()
     try:
-        return _CLASSES[kind]
+        return _KINDS[name]
     except KeyError:
-        raise UnknownModelKindError(f"No implementation is registered for kind {kind.value!r}.") from None
+        raise UnknownModelKindError(f"No implementation is registered for kind {name!r}.") from None
+
+
+def reranker_class(name: str) -> type[Reranker]:
+    """The class users hold for kind ``name``."""
+    kind_named(name)
+    return _CLASSES[name]

@@ -27,3 +27,4 @@ class ModelInfo:
     max_length: int
     dtype: str
     devices: tuple[str, ...]
+    backend: str = "torch"

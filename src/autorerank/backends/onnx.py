@@ -1,59 +1,43 @@
-"""The ONNX Runtime backend for cross-encoders: ``from_finetuned(path, backend="onnx", quantize=None | "int8")``.
+"""The ONNX Runtime backend: ``from_finetuned(path, backend="onnx", quantize=None | "int8")``.
 
-The model is exported once per weights (see :mod:`autorerank.backends.onnx_export` for the cache) and
-then run by an ``onnxruntime.InferenceSession`` on the CPU, wrapped in a ``torch.nn.Module`` that the
-encoder kind calls exactly like the transformers model it replaces: keyword tensors in, an object
-with ``.logits`` out. Needs ``pip install 'autorerank[onnx]'``.
+The kind's score module is exported once per weights (see :mod:`autorerank.backends.onnx_export` for the
+cache) and run by an ``onnxruntime.InferenceSession`` on the CPU. Needs ``pip install 'autorerank[onnx]'``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import InvalidOptionError
+from ..kinds.base import ScoreModule
 from ..optional import require
+from .base import ExportedRuntime, check_float32
 from .onnx_export import cache_root, ensure_variant, export_folder
-from .runtime import RuntimeClassifier, check_cpu_devices, check_float32
 
-__all__ = ["OnnxSequenceClassifier", "load_onnx_model"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["OnnxRuntime", "load_onnx_runtime"]
 
 _PURPOSE = "backend='onnx'"
 
 
-def load_onnx_model(
-    torch_model: torch.nn.Module,
-    model_name_or_path: str,
-    *,
-    quantize: str | None,
-    onnx_dir: str | os.PathLike[str] | None,
-    devices: Sequence[str] | None = None,
-) -> OnnxSequenceClassifier:
-    """The ONNX Runtime twin of a loaded (and PEFT-merged) float32 cross-encoder.
+def load_onnx_runtime(
+    module: ScoreModule, model_name_or_path: str, *, quantize: str | None, onnx_dir: str | os.PathLike[str] | None
+) -> OnnxRuntime:
+    """The ONNX Runtime twin of a loaded (and PEFT-merged) float32 score module.
 
     ``quantize="int8"`` adds dynamic int8 quantization of the linear layers. Exports are kept under
     ``onnx_dir`` (default: ``$AUTORERANK_CACHE/onnx`` or ``~/.cache/autorerank/onnx``), never in the
-    checkpoint folder unless ``onnx_dir`` points there. ``devices``, when given, is checked first so
-    that an impossible request fails before the export.
+    checkpoint folder unless ``onnx_dir`` points there.
     """
     ort = require("onnxruntime", "onnx", _PURPOSE)
     require("onnx", "onnx", _PURPOSE)
-    if quantize not in (None, "int8"):
-        raise InvalidOptionError(f"quantize must be None or 'int8', got {quantize!r}.")
-    check_cpu_devices(devices, "onnx")
-    check_float32(torch_model, "onnx")
-    folder = export_folder(torch_model, model_name_or_path, cache_root(onnx_dir))
-    path = ensure_variant(torch_model.eval(), folder, quantize)
-    shapes = [tuple(parameter.shape) for parameter in torch_model.parameters()]
-    return OnnxSequenceClassifier(_session(ort, path), torch_model.config, shapes, path)
+    check_float32(module, "onnx")
+    folder = export_folder(module, model_name_or_path, cache_root(onnx_dir))
+    path = ensure_variant(module.eval(), folder, quantize)
+    return OnnxRuntime(module, _session(ort, path), path)
 
 
 def _session(ort: Any, path: Path) -> Any:
@@ -65,21 +49,17 @@ def _session(ort: Any, path: Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxSequenceClassifier(RuntimeClassifier):
-    """A sequence-classification model whose forward pass runs in an ONNX Runtime session (CPU)."""
+class OnnxRuntime(ExportedRuntime):
+    """Scores in an ONNX Runtime session (CPU)."""
 
     backend = "onnx"
 
-    def __init__(
-        self, session: Any, config: Any, parameter_shapes: list[tuple[int, ...]], onnx_path: Path
-    ) -> None:
-        super().__init__(config, parameter_shapes, [item.name for item in session.get_inputs()])
+    def __init__(self, module: ScoreModule, session: Any, onnx_path: Path) -> None:
+        super().__init__(module)
         self.session = session
         self.onnx_path = onnx_path
+        self.input_names = tuple(item.name for item in session.get_inputs())
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        (logits,) = self.session.run(["logits"], feeds)  # (B, num_labels)
-        return logits
-
-    def extra_repr(self) -> str:
-        return f"onnx_path={str(self.onnx_path)!r}"
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        (scores,) = self.session.run(["scores"], feeds)  # (B,)
+        return np.asarray(scores)

@@ -1,6 +1,6 @@
 """Turning a loaded torch cross-encoder into ONNX files, once, in a cache that can never hold half a file.
 
-Layout: ``<root>/<name>-<fingerprint>/<variant>/model.onnx`` (``fp32``, ``int8-dynamic``, ``int8-blockwise``):
+Layout: ``<root>/<name>-<fingerprint>/<variant>/model.onnx`` (``fp32``, ``int8-dynamic``):
 the fingerprint hashes the weights, the config, the recipe below and the library versions. Any change
 to the weights (a new checkpoint, a merged PEFT adapter) therefore lands in a new folder instead of
 loading a stale export. Each variant is built in a hidden temporary folder next to its final place
@@ -29,7 +29,9 @@ import torch
 
 from ..errors import ModelLoadError
 from ..optional import require
-from .runtime import eager_attention, max_logit_error, sample_inputs
+from ..compat import eager_attention
+from ..kinds.base import ScoreModule
+from .base import max_score_error, sample_inputs
 
 __all__ = ["MODEL_FILE", "cache_root", "ensure_variant", "export_folder"]
 
@@ -37,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 # Bump when the export, fusion or quantization recipe changes: old cache entries are then not reused.
-RECIPE = "autorerank-onnx-1"
+RECIPE = "autorerank-onnx-2"
 OPSET = 17
-# "dynamic": activations quantized per tensor (fastest); "blockwise": per 64-value block (closest to fp32).
+# Activations quantized per tensor at run time (fastest; the OpenVINO backend is the faithful int8).
 INT8_SCHEME = "dynamic"
 # Weights above this size go to one side file (protobuf cannot hold a message over 2 GiB).
 EXTERNAL_DATA_BYTES = 1_500_000_000
@@ -62,7 +64,7 @@ def cache_root(onnx_dir: str | os.PathLike[str] | None) -> Path:
     return Path(base).expanduser() / "autorerank" / "onnx"
 
 
-def export_folder(model: torch.nn.Module, model_name_or_path: str, root: Path) -> Path:
+def export_folder(model: ScoreModule, model_name_or_path: str, root: Path) -> Path:
     """The folder for this model's exports: a readable name plus a fingerprint of everything that shapes them."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model_name_or_path).name or "model")[:60]
     return root / f"{name}-{_fingerprint(model)}"
@@ -89,7 +91,7 @@ def _fingerprint(model: torch.nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- building a variant
-def ensure_variant(model: torch.nn.Module, folder: Path, quantize: str | None) -> Path:
+def ensure_variant(model: ScoreModule, folder: Path, quantize: str | None) -> Path:
     """Path of the ``model.onnx`` for ``quantize`` (None: fp32, ``"int8"``), exporting it first if absent."""
     variant = "fp32" if quantize is None else f"{quantize}-{INT8_SCHEME}"
     target = folder / variant / MODEL_FILE
@@ -135,7 +137,7 @@ def _publish(partial: Path, final: Path) -> None:
         logger.info("Another process finished %s first; using its files.", final)
 
 
-def _export_fp32(model: torch.nn.Module, target: Path) -> dict[str, Any]:
+def _export_fp32(model: ScoreModule, target: Path) -> dict[str, Any]:
     """Trace the model to ONNX, fuse what onnxruntime can fuse, and check it against torch on fresh inputs."""
     onnx = require("onnx", "onnx", "backend='onnx'")
     traced = target.with_name("traced") / MODEL_FILE
@@ -170,12 +172,12 @@ def _export_fp32(model: torch.nn.Module, target: Path) -> dict[str, Any]:
     )
 
 
-def _trace(model: torch.nn.Module, target: Path) -> None:
+def _trace(model: ScoreModule, target: Path) -> None:
     """TorchScript-based export: needs no package beyond torch and handles transformers encoders well."""
     inputs = sample_inputs(model, batch=2, length=8)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
-    axes["logits"] = {0: "batch"}
-    with eager_attention(model), torch.no_grad(), warnings.catch_warnings():
+    axes["scores"] = {0: "batch"}
+    with eager_attention(model.model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths we do not take
         torch.onnx.export(
             model,
@@ -183,7 +185,7 @@ def _trace(model: torch.nn.Module, target: Path) -> None:
             str(target),
             kwargs=inputs,
             input_names=list(inputs),
-            output_names=["logits"],
+            output_names=["scores"],
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
@@ -191,7 +193,7 @@ def _trace(model: torch.nn.Module, target: Path) -> None:
         )
 
 
-def _fuse(model: torch.nn.Module, traced: Path) -> Any | None:
+def _fuse(model: ScoreModule, traced: Path) -> Any | None:
     """onnxruntime's transformer fusions for BERT-family graphs (None for other families)."""
     config = model.config
     if getattr(config, "model_type", None) not in _BERT_FAMILY:
@@ -232,11 +234,8 @@ def _quantize_int8(fp32: Path, target: Path) -> dict[str, Any]:
     onnx = require("onnx", "onnx", "backend='onnx'")
     require("onnxruntime", "onnx", "backend='onnx'")
     with _quiet_root_logger():
-        if INT8_SCHEME == "blockwise":
-            how = _quantize_blockwise(onnx, fp32, target)
-        else:
-            large = not _all_inline(onnx.load(str(fp32), load_external_data=False))
-            how = _quantize_dynamic(onnx, fp32, target, large)
+        large = not _all_inline(onnx.load(str(fp32), load_external_data=False))
+        how = _quantize_dynamic(onnx, fp32, target, large)
     return {"recipe": RECIPE, "variant": "int8", "quantization": how, **_versions()}
 
 
@@ -257,32 +256,14 @@ def _quantize_dynamic(onnx: ModuleType, fp32: Path, target: Path, large: bool) -
     return "dynamic: int8 weights per channel, uint8 activations per tensor"
 
 
-def _quantize_blockwise(onnx: ModuleType, fp32: Path, target: Path) -> str:
-    """Weights int8 per block of 64 inputs; activations int8 per block at run time (MatMulNBits, int8 compute)."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(fp32)), bits=8, block_size=64, is_symmetric=True, accuracy_level=4
-    )
-    chatty = logging.getLogger(MatMulNBitsQuantizer.__module__)  # logs every node at INFO
-    level = chatty.level
-    chatty.setLevel(logging.WARNING)
-    try:
-        quantizer.process()
-    finally:
-        chatty.setLevel(level)
-    _save(onnx, quantizer.model.model, target)
-    return "blockwise: int8 weights and activations per 64-value block (MatMulNBits, accuracy_level 4)"
-
-
 # ----------------------------------------------------------------------------- helpers
-def _max_error(model: torch.nn.Module, path: Path) -> float:
-    """Largest |ORT - torch| logit on a batch of another shape than the traced one, relative to scale >= 1."""
+def _max_error(model: ScoreModule, path: Path) -> float:
+    """Largest |ORT - torch| score on a batch of another shape than the traced one, relative to scale >= 1."""
     ort = require("onnxruntime", "onnx", "backend='onnx'")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wanted = {item.name for item in session.get_inputs()}
-    return max_logit_error(
-        model, lambda feeds: session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
+    return max_score_error(
+        model, lambda feeds: session.run(["scores"], {k: v for k, v in feeds.items() if k in wanted})[0]
     )
 
 

@@ -1,6 +1,7 @@
-"""The OpenVINO backend for cross-encoders: ``from_finetuned(path, backend="openvino", quantize=None | "int8")``.
+"""The OpenVINO backend: ``from_finetuned(path, backend="openvino", quantize=None | "int8")``.
 
-The loaded (and PEFT-merged) float32 model is converted in memory when the reranker is built (about
+The kind's score module (cross-encoders' logit, LLM rerankers' answer logit) over the loaded (and
+PEFT-merged) float32 model is converted in memory when the reranker is built (about
 a second for MiniLM; nothing is written to disk) and checked against torch on a padded batch.
 Computation stays float32 (``INFERENCE_PRECISION_HINT``), even on CPUs where OpenVINO would pick
 bf16 by itself.
@@ -17,24 +18,18 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import InvalidOptionError, ModelLoadError
+from ..compat import eager_attention
+from ..errors import ModelLoadError
+from ..kinds.base import ScoreModule
 from ..optional import require
-from .runtime import (
-    RuntimeClassifier,
-    check_cpu_devices,
-    check_float32,
-    eager_attention,
-    max_logit_error,
-    sample_inputs,
-)
+from .base import ExportedRuntime, check_float32, max_score_error, sample_inputs
 
-__all__ = ["OpenVinoSequenceClassifier", "load_openvino_model"]
+__all__ = ["OpenVinoRuntime", "load_openvino_runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,64 +38,38 @@ _PURPOSE = "backend='openvino'"
 ACTIVATION_GROUP = 64
 
 
-def load_openvino_model(
-    torch_model: torch.nn.Module, *, quantize: str | None, devices: Sequence[str] | None = None
-) -> OpenVinoSequenceClassifier:
-    """The OpenVINO twin of a loaded float32 cross-encoder, compiled for this machine's CPU."""
+def load_openvino_runtime(module: ScoreModule, *, quantize: str | None) -> OpenVinoRuntime:
+    """The OpenVINO twin of a float32 score module, compiled for this machine's CPU."""
     ov = require("openvino", "openvino", _PURPOSE)
-    if quantize not in (None, "int8"):
-        raise InvalidOptionError(f"quantize must be None or 'int8', got {quantize!r}.")
-    check_cpu_devices(devices, "openvino")
-    check_float32(torch_model, "openvino")
-    torch_model = torch_model.eval()
-    converted = _convert(ov, torch_model)
+    check_float32(module, "openvino")
+    module = module.eval()
+    converted = _convert(ov, module)
     core = ov.Core()
-    shapes = [tuple(parameter.shape) for parameter in torch_model.parameters()]
-    wrapper = OpenVinoSequenceClassifier(
-        core.compile_model(converted, "CPU", _compile_config(None)), torch_model.config, shapes, None
-    )
-    error = max_logit_error(torch_model, wrapper._run_known)  # the conversion itself, before any rounding
+    runtime = OpenVinoRuntime(module, core.compile_model(converted, "CPU", _compile_config(None)), None)
+    error = max_score_error(module, runtime.run_known)  # the conversion itself, before any rounding
     if error > 1e-3:
         raise ModelLoadError(
-            f"The OpenVINO conversion of {type(torch_model).__name__} does not reproduce the torch scores "
+            f"The OpenVINO conversion of {type(module.model).__name__} does not reproduce the torch scores "
             f"(max error {error:.3g}); use backend='torch' for this model."
         )
     if quantize == "int8":
         logger.info("int8 weights for %d linear layers", _int8_weights(ov, converted))
-        compiled = core.compile_model(converted, "CPU", _compile_config(quantize))
-        wrapper = OpenVinoSequenceClassifier(compiled, torch_model.config, shapes, quantize)
-    return wrapper
+        runtime = OpenVinoRuntime(module, core.compile_model(converted, "CPU", _compile_config(quantize)), quantize)
+    return runtime
 
 
-def _convert(ov: Any, model: torch.nn.Module) -> Any:
-    """Trace through a module returning the logits alone, on a padded batch (so no mask shortcut is traced)."""
-    inputs = sample_inputs(model, batch=2, length=8)
-    with eager_attention(model), torch.no_grad(), warnings.catch_warnings():
+def _convert(ov: Any, module: ScoreModule) -> Any:
+    """Trace the score module on a padded batch (so no mask shortcut is traced)."""
+    inputs = sample_inputs(module, batch=2, length=8)
+    with eager_attention(module.model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notices about code paths we do not take
         try:
-            return ov.convert_model(_LogitsOnly(model), example_input=inputs)
+            return ov.convert_model(module, example_input=inputs)
         except Exception as exc:  # the converter raises its own OpConversionFailure types, and RuntimeError
             raise ModelLoadError(
-                f"Cannot convert {type(model).__name__} to OpenVINO ({type(exc).__name__}: {exc}); "
+                f"Cannot convert {type(module.model).__name__} to OpenVINO ({type(exc).__name__}: {exc}); "
                 "use backend='torch'."
             ) from exc
-
-
-class _LogitsOnly(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        return self.model(**inputs).logits  # (B, num_labels)
 
 
 def _int8_weights(ov: Any, model: Any) -> int:
@@ -146,28 +115,22 @@ def _compile_config(quantize: str | None) -> dict[str, Any]:
     }
 
 
-class OpenVinoSequenceClassifier(RuntimeClassifier):
-    """A sequence-classification model whose forward pass runs in an OpenVINO compiled model (CPU)."""
+class OpenVinoRuntime(ExportedRuntime):
+    """Scores in an OpenVINO compiled model (CPU)."""
 
     backend = "openvino"
 
-    def __init__(
-        self, compiled: Any, config: Any, parameter_shapes: list[tuple[int, ...]], quantize: str | None
-    ) -> None:
-        super().__init__(config, parameter_shapes, [port.get_any_name() for port in compiled.inputs])
+    def __init__(self, module: ScoreModule, compiled: Any, quantize: str | None) -> None:
+        super().__init__(module)
         self.compiled = compiled
         self.quantize = quantize
+        self.input_names = tuple(port.get_any_name() for port in compiled.inputs)
         self._request = compiled.create_infer_request()
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         result = self._request.infer(feeds)
-        return np.array(
-            result[self.compiled.output(0)], dtype=np.float32
-        )  # a copy: the request reuses its buffer
+        return np.array(result[self.compiled.output(0)], dtype=np.float32)  # a copy: the request reuses its buffer
 
-    def _run_known(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """``_run`` on the inputs this model takes, dropping others (for checks fed every possible input)."""
-        return self._run({name: feeds[name] for name in self._input_names})
-
-    def extra_repr(self) -> str:
-        return f"quantize={self.quantize!r}"
+    def run_known(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """``run`` on the inputs this model takes, dropping others (for checks fed every possible input)."""
+        return self.run({name: feeds[name] for name in self.input_names})

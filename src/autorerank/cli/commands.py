@@ -32,7 +32,7 @@ def _load_model(args: argparse.Namespace) -> Any:
     except (
         UnknownOptionError
     ) as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
-        flags = [option.flag for option in MODEL_FLAGS if option.keyword in exc.names]
+        flags = [str(row.flag) for row in MODEL_FLAGS if row.name in exc.names]
         raise InvalidOptionError(f"{', '.join(flags)} does not apply to this model ({exc})") from None
 
 

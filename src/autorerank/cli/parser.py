@@ -1,53 +1,23 @@
-"""The argument parser of ``autorerank``, and the one mapping from flags to model options.
+"""The argument parser of ``autorerank``.
 
-Every model flag is declared once in :data:`MODEL_FLAGS`, with the ``from_finetuned`` keyword
-it sets as its ``dest``; :func:`model_kwargs` reads them back. A flag left out passes nothing,
-so the library's (and the model's registered) defaults apply.
+Model flags come from the option table (:data:`autorerank.options.OPTIONS`), each with the option it sets
+as its ``dest``; :func:`model_kwargs` reads them back. A flag left out passes nothing, so the library's
+(and the kind's) defaults apply.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from ..evaluation import DEFAULT_MEASURES
 from ..io.pairs import PAIR_FORMATS
 from ..jobs import DEFAULT_CHUNK_SIZE
-from ..registry import RerankerKind
+from ..options import OPTIONS, Option
+from ..options import positive_int_text as positive_int
 
-__all__ = ["MODEL_FLAGS", "ModelFlag", "build_parser", "model_kwargs", "parse_args"]
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
-@dataclass(frozen=True)
-class ModelFlag:
-    """A command-line flag and the ``from_finetuned`` keyword argument it sets."""
-
-    flag: str
-    keyword: str
-    help: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-
-_INT = {"type": positive_int, "metavar": "N"}
-_SWITCH = {"action": "store_true"}  # default None (set in _add_model_options): absent passes nothing
-_TEXT = {"metavar": "TEXT"}
-_FORMAT = {"metavar": "FORMAT"}
-_PATH = {"metavar": "PATH"}
-_LAYERS = {"type": int, "nargs": "+", "metavar": "LAYER"}
-_KINDS = {"choices": [kind.value for kind in RerankerKind], "metavar": "KIND"}
+__all__ = ["MODEL_FLAGS", "build_parser", "model_kwargs", "parse_args"]
 
 
 def run_tag(text: str) -> str:
@@ -57,83 +27,24 @@ def run_tag(text: str) -> str:
     return text
 
 
-# One row per library option; the only place where flags and keywords meet.
-MODEL_FLAGS: tuple[ModelFlag, ...] = (
-    ModelFlag(
-        "--model-class", "model_class", "the reranker kind, instead of detecting it: %(choices)s", _KINDS
-    ),
-    ModelFlag("--fp16", "use_fp16", "run in float16 (GPU)", _SWITCH),
-    ModelFlag("--bf16", "use_bf16", "run in bfloat16", _SWITCH),
-    ModelFlag("--batch-size", "batch_size", "largest number of pairs per forward pass", _INT),
-    ModelFlag("--max-batch-tokens", "max_batch_tokens", "padded-token budget per forward pass", _INT),
-    ModelFlag("--max-length", "max_length", "token limit of a pair", _INT),
-    ModelFlag("--query-max-length", "query_max_length", "token limit of the query", _INT),
-    ModelFlag("--passage-max-length", "passage_max_length", "token limit of the passage", _INT),
-    ModelFlag("--normalize", "normalize", "map scores through a sigmoid to (0, 1)", _SWITCH),
-    ModelFlag(
-        "--device",
-        "devices",
-        "cpu, cuda, cuda:1, ...; repeat to score on several devices",
-        {"action": "append", "metavar": "DEVICE"},
-    ),
-    ModelFlag("--query-instruction", "query_instruction_for_rerank", "text put before each query", _TEXT),
-    ModelFlag(
-        "--query-instruction-format",
-        "query_instruction_format",
-        "how instruction and query join: '{}{}'",
-        _FORMAT,
-    ),
-    ModelFlag(
-        "--passage-instruction", "passage_instruction_for_rerank", "text put before each passage", _TEXT
-    ),
-    ModelFlag(
-        "--passage-instruction-format",
-        "passage_instruction_format",
-        "how instruction and passage join: '{}{}'",
-        _FORMAT,
-    ),
-    ModelFlag("--prompt", "prompt", "the question put to an LLM reranker", _TEXT),
-    ModelFlag(
-        "--cutoff-layers", "cutoff_layers", "layers that score (layerwise, lightweight models)", _LAYERS
-    ),
-    ModelFlag("--compress-layers", "compress_layers", "layers where a lightweight model compresses", _LAYERS),
-    ModelFlag("--compress-ratio", "compress_ratio", "token compression ratio (lightweight models)", _INT),
-    ModelFlag("--peft-path", "peft_path", "a PEFT/LoRA adapter to merge into the model", _PATH),
-    ModelFlag(
-        "--trust-remote-code", "trust_remote_code", "allow the checkpoint's own Python code to run", _SWITCH
-    ),
-    ModelFlag("--cache-dir", "cache_dir", "where downloaded checkpoints are cached", _PATH),
-    ModelFlag(
-        "--backend",
-        "backend",
-        "cross-encoders: the runtime, %(choices)s",
-        {"choices": ["torch", "onnx", "openvino"], "metavar": "RUNTIME"},
-    ),
-    ModelFlag(
-        "--quantize",
-        "quantize",
-        "cross-encoders on onnx/openvino: %(choices)s",
-        {"choices": ["int8"], "metavar": "SCHEME"},
-    ),
-    ModelFlag("--onnx-dir", "onnx_dir", "where backend onnx keeps its exports", _PATH),
-)
+# The library options that have a flag, from the one option table.
+MODEL_FLAGS: tuple[Option, ...] = tuple(row for row in OPTIONS if row.flag)
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``from_finetuned`` keyword arguments the user set on the command line."""
-    given = {option.keyword: getattr(args, option.keyword) for option in MODEL_FLAGS}
-    return {keyword: value for keyword, value in given.items() if value is not None}
+    given = {row.name: getattr(args, row.name) for row in MODEL_FLAGS}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name")
     group = parser.add_argument_group("model options")
     precision = group.add_mutually_exclusive_group()
-    for option in MODEL_FLAGS:
-        target = precision if option.keyword in ("use_fp16", "use_bf16") else group
-        target.add_argument(
-            option.flag, dest=option.keyword, default=None, help=option.help, **option.settings
-        )
+    for row in MODEL_FLAGS:
+        target = precision if row.name in ("use_fp16", "use_bf16") else group
+        assert row.flag is not None
+        target.add_argument(row.flag, dest=row.name, default=None, help=row.help.replace("`", ""), **row.cli)
 
 
 def _add_progress(parser: argparse.ArgumentParser) -> None:

@@ -3,112 +3,71 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from ..batching import Batch, Features
-from ..errors import InvalidOptionError, ModelLoadError
+from ..errors import ModelLoadError
 from ..loading import dtype_kwargs, load_pretrained
-from ..models.bert_classifier import fast_bert_classifier
-from ..options import ScoringOptions
+from ..options import Options, passage_limit, query_limit
 from ..ragged import Ragged
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
-from ..tokenization import truncate_second
+from ..tokenization import PairTemplate, TextTokenizer, truncate_second
+from .base import Kind, ModelSource, Plan, ScoreModule
 
-__all__ = ["BACKENDS", "EncoderReranker"]
-
-# Runtimes a cross-encoder can run on; all but torch take float32 weights on the CPU (int8 with quantize="int8").
-BACKENDS = ("torch", "onnx", "openvino")
+__all__ = ["EncoderKind", "EncoderReranker"]
 
 
-@register_kind(RerankerKind.ENCODER_ONLY_BASE)
-class EncoderReranker(Reranker):
-    """Cross-encoder reranker (bge-reranker-base/large/v2-m3, jina, gte, bce); FlagEmbedding's ``FlagReranker``.
+@dataclass(frozen=True)
+class PairLayout:
+    """Where a cross-encoder's special tokens go, and whether it reads token type ids."""
 
-    Pairs are laid out with the tokenizer's own special tokens (``[CLS] q [SEP] p [SEP]`` or
-    ``<s> q </s></s> p </s>``): the query is cut to ``query_max_length`` tokens, then the passage
-    is cut so the whole pair fits ``max_length``.
+    tokenizer: TextTokenizer
+    template: PairTemplate
+    token_types: bool
 
-    ``backend`` picks the runtime once, at load: ``"torch"`` (BERT-family models run the lean forward of
-    :mod:`autorerank.models.bert_classifier`), ``"openvino"`` or ``"onnx"`` (CPU, float32 weights in).
-    ``quantize="int8"`` needs one of the latter two; ``onnx_dir`` is where ``"onnx"`` caches its exports.
-    """
 
-    padding_side = "right"
+class EncoderKind(Kind):
+    """``[CLS] q [SEP] p [SEP]`` (or ``<s> q </s></s> p </s>``) through a one-label classification head."""
 
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        backend: str = "torch",
-        quantize: str | None = None,
-        onnx_dir: str | None = None,
-        **options: Any,
-    ) -> None:
-        if backend not in BACKENDS:
-            raise InvalidOptionError(
-                f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}."
-            )
-        if quantize not in (None, "int8"):
-            raise InvalidOptionError(f"quantize must be None or 'int8', got {quantize!r}.")
-        if quantize is not None and backend == "torch":
-            raise InvalidOptionError(
-                "quantize='int8' needs backend='openvino' (most accurate) or backend='onnx'."
-            )
-        if onnx_dir is not None and backend != "onnx":
-            raise InvalidOptionError(
-                "onnx_dir is where backend='onnx' keeps its exports; it needs backend='onnx'."
-            )
-        self.backend, self._quantize, self._onnx_dir = backend, quantize, onnx_dir
-        super().__init__(model_name_or_path, **options)
+    name = RerankerKind.ENCODER_ONLY_BASE.value
+    backends = ("torch", "onnx", "openvino")
 
-    def _runtime_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.backend == "onnx":
-            from ..backends.onnx import load_onnx_model
+    def matches(self, config: Mapping[str, Any]) -> bool:
+        return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
 
-            return load_onnx_model(
-                model,
-                self.model_name_or_path,
-                quantize=self._quantize,
-                onnx_dir=self._onnx_dir,
-                devices=self.devices,
-            )
-        if self.backend == "openvino":
-            from ..backends.openvino import load_openvino_model
+    def load(self, source: ModelSource) -> torch.nn.Module:
+        from transformers import AutoModelForSequenceClassification
 
-            return load_openvino_model(model, quantize=self._quantize, devices=self.devices)
-        return fast_bert_classifier(model) or model
-
-    def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
         model = load_pretrained(
             AutoModelForSequenceClassification,
-            self.model_name_or_path,
-            kind=self.kind.value,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            **dtype_kwargs(self.dtype),
+            source.path,
+            kind=self.name,
+            cache_dir=source.cache_dir,
+            trust_remote_code=source.trust_remote_code,
+            **dtype_kwargs(source.dtype),
         )
         if model.config.num_labels != 1:
             raise ModelLoadError(
-                f"{self.model_name_or_path!r} has a {model.config.num_labels}-label classification head; "
+                f"{source.path!r} has a {model.config.num_labels}-label classification head; "
                 "a cross-encoder reranker has exactly one relevance label."
             )
-        self._template = self.tokenizer.pair_template()
-        self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
         return model
 
-    def _encode(self, queries: list[str], passages: list[str], options: ScoringOptions) -> Features:
-        template, n = self._template, len(queries)
-        query_ids = self.tokenizer.encode(queries, options.query_limit)
-        passage_ids = self.tokenizer.encode(passages, options.passage_limit)
+    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PairLayout:
+        takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
+        return PairLayout(tokenizer, tokenizer.pair_template(), takes_types)
+
+    def encode(self, prepared: PairLayout, queries: list[str], passages: list[str], options: Options) -> Features:
+        tokenizer, template, n = prepared.tokenizer, prepared.template, len(queries)
+        query_ids = tokenizer.encode(queries, query_limit(options))
+        passage_ids = tokenizer.encode(passages, passage_limit(options))
         passage_ids = truncate_second(
-            query_ids.lengths + template.n_special,
-            passage_ids,
-            options.max_length,
-            self.tokenizer.truncation_side,
+            query_ids.lengths + template.n_special, passage_ids, options.max_length, tokenizer.truncation_side
         )
         input_ids = Ragged.concat(
             [
@@ -119,21 +78,54 @@ class EncoderReranker(Reranker):
                 Ragged.constant(template.suffix, n),
             ]
         )
-        token_type_ids = None
-        if self._takes_token_types:
-            token_type_ids = Ragged.concat(
-                [
-                    Ragged.constant(template.prefix_types, n),
-                    Ragged.filled(query_ids.lengths, template.first_type),
-                    Ragged.constant(template.middle_types, n),
-                    Ragged.filled(passage_ids.lengths, template.second_type),
-                    Ragged.constant(template.suffix_types, n),
-                ]
-            )
+        if not prepared.token_types:
+            return Features(input_ids)
+        token_type_ids = Ragged.concat(
+            [
+                Ragged.constant(template.prefix_types, n),
+                Ragged.filled(query_ids.lengths, template.first_type),
+                Ragged.constant(template.middle_types, n),
+                Ragged.filled(passage_ids.lengths, template.second_type),
+                Ragged.constant(template.suffix_types, n),
+            ]
+        )
         return Features(input_ids, token_type_ids)
 
-    def _score_batch(self, batch: Batch, options: ScoringOptions) -> torch.Tensor:
-        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if batch.token_type_ids is not None:
-            inputs["token_type_ids"] = batch.token_type_ids
-        return self.model(**inputs).logits.view(1, -1)  # (1, B)
+    def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
+        return model(**batch.model_inputs()).logits.view(1, -1)  # (1, B)
+
+    def torch_module(self, model: torch.nn.Module, prepared: Any) -> torch.nn.Module:
+        from ..models.bert_classifier import fast_bert_classifier
+
+        return fast_bert_classifier(model) or model
+
+    def export_module(self, model: torch.nn.Module, prepared: PairLayout) -> ScoreModule:
+        return _Logit(model, prepared.token_types)
+
+
+class _Logit(ScoreModule):
+    """The classifier's one logit per row."""
+
+    def __init__(self, model: torch.nn.Module, token_types: bool) -> None:
+        super().__init__(model, ("input_ids", "attention_mask") + (("token_type_ids",) if token_types else ()))
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.model(**inputs).logits[:, 0]  # (B,)
+
+
+class EncoderReranker(Reranker):
+    """Cross-encoder reranker (bge-reranker-base/large/v2-m3, jina, gte, bce); FlagEmbedding's ``FlagReranker``.
+
+    The query is cut to ``query_max_length`` tokens, then the passage so that the whole pair fits
+    ``max_length``. ``backend`` picks the runtime once, at load: ``"torch"`` (BERT-family models run the lean
+    forward of :mod:`autorerank.models.bert_classifier`), ``"openvino"`` or ``"onnx"`` (CPU, float32 weights in;
+    ``quantize="int8"`` for int8).
+    """
+
+
+register_kind(EncoderKind(), EncoderReranker)

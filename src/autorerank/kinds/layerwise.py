@@ -1,69 +1,97 @@
 """Layer-wise LLM rerankers (``decoder-only-layerwise``): bge-reranker-v2-minicpm-layerwise.
 
-Pairs are laid out exactly as for :class:`~autorerank.kinds.llm.LLMReranker` (that class tokenizes); this kind
-only loads the native MiniCPM model of :mod:`autorerank.models.minicpm_layerwise` and reads one score per
-requested cutoff layer from it.
+The input layout is the LLM one (:mod:`autorerank.kinds.prompts`); the model is the native MiniCPM of
+:mod:`autorerank.models.minicpm_layerwise`, read after each requested cutoff layer by that layer's own head.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ..batching import Batch
-from ..models.minicpm_layerwise import check_cutoff_layers, load_layerwise_model
-from ..options import ScoringOptions
+from ..batching import Batch, Features
+from ..errors import InvalidOptionError, ModelLoadError
+from ..options import LAYERS, PROMPT, Options
 from ..registry import RerankerKind, register_kind
-from .llm import LLMReranker
+from ..reranker import Reranker
+from ..tokenization import TextTokenizer
+from .base import Kind, ModelSource, Plan
+from .llm import BASE_PROMPT, LLM_INSTRUCTIONS
+from .prompts import PromptTokens, assemble_prompt, prompt_tokens
 
-__all__ = ["LayerWiseLLMReranker"]
+__all__ = ["LayerWiseKind", "LayerWiseLLMReranker", "check_layers"]
 
 
-@register_kind(RerankerKind.DECODER_ONLY_LAYERWISE)
-class LayerWiseLLMReranker(LLMReranker):
+def check_layers(requested: Sequence[int], valid: Sequence[int], rule: str) -> tuple[int, ...]:
+    """``requested`` in the order given, repeats kept; any layer outside ``valid`` rejects the whole request
+    (the reference silently dropped it, which changed the output's shape behind the caller's back)."""
+    bad = [layer for layer in requested if layer not in valid]
+    if bad:
+        raise InvalidOptionError(
+            f"cutoff_layers {list(requested)} has invalid cutoff layer(s) {bad}; valid cutoff layers for this "
+            f"model are {list(valid)} ({rule})."
+        )
+    return tuple(requested)
+
+
+class LayerWiseKind(Kind):
+    """MiniCPM with one score head per layer from ``start_layer`` on; layers after the deepest cutoff never run."""
+
+    name = RerankerKind.DECODER_ONLY_LAYERWISE.value
+    features = frozenset({PROMPT, LAYERS})
+    defaults: Mapping[str, Any] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
+    padding_side = "left"
+    detection_priority = 10
+
+    def matches(self, config: Mapping[str, Any]) -> bool:
+        architectures = " ".join(config.get("architectures") or [])
+        return "LayerWise" in architectures or (config.get("model_type") == "minicpm" and "start_layer" in config)
+
+    def check_checkpoint(self, source: ModelSource, config: Mapping[str, Any]) -> None:
+        if not self.matches(config):
+            raise ModelLoadError(
+                f"{source.path!r} is not a MiniCPM layerwise reranker: its config.json has model_type "
+                f"{config.get('model_type')!r} and {'a' if 'start_layer' in config else 'no'} start_layer, where "
+                "model_type 'minicpm' with a start_layer is expected. Pass the right model_class= or drop it."
+            )
+
+    def load(self, source: ModelSource) -> torch.nn.Module:
+        from ..models.minicpm_layerwise import load_layerwise_model
+
+        return load_layerwise_model(source.path, dtype=source.dtype, cache_dir=source.cache_dir)
+
+    def plan(self, config: Mapping[str, Any], options: Options) -> Plan:
+        from ..models.minicpm_layerwise import MiniCPMLayerwiseConfig, valid_cutoff_layers
+
+        valid = valid_cutoff_layers(MiniCPMLayerwiseConfig(**config))
+        if options.cutoff_layers is None:
+            return Plan(layers=(valid[-1],))
+        rule = f"integers from {valid[0]} to {valid[-1]}"
+        return Plan(layers=check_layers(options.cutoff_layers, valid, rule))
+
+    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
+        return prompt_tokens(tokenizer)
+
+    def encode(self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options) -> Features:
+        return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
+
+    def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
+        return model.layer_scores(batch.input_ids, batch.attention_mask, plan.layers)  # (L, B)
+
+
+class LayerWiseLLMReranker(Reranker):
     """bge-reranker-v2-minicpm-layerwise; FlagEmbedding's ``LayerWiseFlagLLMReranker``.
 
-    Options (constructor defaults, overridable per ``compute_score`` call):
+    ``cutoff_layers``: the layers to read scores after, each scored by its own head (the reference paired heads
+    with layers by position, which mixed them up for an unsorted request). ``None`` means the last layer. A
+    layer outside ``start_layer .. num_hidden_layers`` raises ``InvalidOptionError`` naming the valid layers.
 
-    * ``cutoff_layers``: the layers to read scores after, each scored by its own head. ``None`` (default) means
-      the last layer; an int or a one-element list gives a flat list of scores; several layers give one list per
-      layer, in the order given (the reference paired heads with layers by position, which mixed them up for an
-      unsorted request). A layer outside ``start_layer .. num_hidden_layers`` raises ``InvalidOptionError`` (a
-      ``ValueError``) naming the valid layers, where the reference silently dropped it and changed the output's
-      shape. Layers after the deepest cutoff are never run.
-    * ``prompt``: defaults to the LLM reranker's prompt; ``query_instruction_for_rerank`` (``"A: "``) and
-      ``passage_instruction_for_rerank`` (``"B: "``) as in the reference.
-
-    Precision: FlagEmbedding warns that fp16 is forced when neither ``use_fp16`` nor ``use_bf16`` is set, which is
-    wrong on the CPU (fp16 is refused there) and surprising elsewhere; autorerank stays in fp32 unless
-    ``use_fp16``/``use_bf16`` asks otherwise, and warns about nothing. The model always comes from autorerank's own
-    code, so ``trust_remote_code`` has no effect here.
+    Precision: autorerank stays in fp32 unless ``use_fp16``/``use_bf16`` asks otherwise (FlagEmbedding warns
+    that fp16 is forced, which is wrong on the CPU). The model always comes from autorerank's own code, so
+    ``trust_remote_code`` has no effect here.
     """
 
-    kind_options = frozenset({"prompt", "cutoff_layers"})
 
-    def __init__(
-        self, model_name_or_path: str, *, cutoff_layers: int | list[int] | None = None, **options: Any
-    ) -> None:
-        super().__init__(model_name_or_path, cutoff_layers=cutoff_layers, **options)
-
-    def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
-        self._prepare_prompt_tokens()
-        return load_layerwise_model(self.model_name_or_path, dtype=self.dtype, cache_dir=cache_dir)
-
-    def _cutoff_layers(self, options: ScoringOptions) -> tuple[int, ...]:
-        if options.cutoff_layers is None:
-            return (self.model.config.num_hidden_layers,)
-        return options.cutoff_layers
-
-    def _validate_options(self, options: ScoringOptions) -> None:
-        check_cutoff_layers(self._cutoff_layers(options), self.model.valid_cutoff_layers)
-
-    def _n_outputs(self, options: ScoringOptions) -> int:
-        return len(self._cutoff_layers(options))
-
-    def _score_batch(self, batch: Batch, options: ScoringOptions) -> torch.Tensor:
-        return self.model.layer_scores(
-            batch.input_ids, batch.attention_mask, self._cutoff_layers(options)
-        )  # (n_cutoffs, B)
+register_kind(LayerWiseKind(), LayerWiseLLMReranker)

@@ -1,126 +1,108 @@
-"""LLM rerankers (``decoder-only-base``): the logit of "Yes" after a relevance prompt.
-
-The layer-wise and lightweight kinds extend this class: they share its prompt assembly
-and change only the model and how one batch is scored.
-"""
+"""LLM rerankers (``decoder-only-base``): the logit of "Yes" after a relevance prompt."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from ..batching import Batch, Features
 from ..loading import dtype_kwargs, load_pretrained
-from ..options import ScoringOptions
-from ..ragged import Ragged
+from ..options import PROMPT, Options
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
-from ..tokenization import truncate_second
+from ..tokenization import TextTokenizer
+from .base import Kind, ModelSource, Plan, ScoreModule
+from .prompts import PromptTokens, assemble_prompt, prompt_tokens
 
-__all__ = ["LLMReranker", "PromptParts"]
+__all__ = ["BASE_PROMPT", "LLM_INSTRUCTIONS", "LLMKind", "LLMReranker", "answer_logit"]
 
 BASE_PROMPT = (
     "Given a query A and a passage B, determine whether the passage contains an answer to the query "
     "by providing a prediction of either 'Yes' or 'No'."
 )
+# FlagEmbedding's LLM rerankers put these before query and passage (None removes them).
+LLM_INSTRUCTIONS: Mapping[str, Any] = {
+    "query_instruction_for_rerank": "A: ",
+    "passage_instruction_for_rerank": "B: ",
+}
 
 
-class PromptParts:
-    """A tokenized LLM reranking input, in three parts per pair.
+class LLMKind(Kind):
+    """``[bos] A: query \\n B: passage \\n prompt`` through a causal LM; the score is the "Yes" logit at the end.
 
-    ``head``: [bos] + query; ``body``: separator + passage (truncated to fit); ``tail``: separator + prompt.
+    Only that one logit is computed: the language-model head runs on the last hidden state and only for the
+    "Yes" row, not over the whole vocabulary at every position.
     """
 
-    def __init__(self, head: Ragged, body: Ragged, tail: list[int]) -> None:
-        self.head, self.body, self.tail = head, body, tail
+    name = RerankerKind.DECODER_ONLY_BASE.value
+    features = frozenset({PROMPT})
+    defaults: Mapping[str, Any] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
+    padding_side = "left"
+    backends = ("torch", "openvino")
 
-    def input_ids(self) -> Ragged:
-        return Ragged.concat([self.head, self.body, Ragged.constant(self.tail, len(self.head))])
+    def matches(self, config: Mapping[str, Any]) -> bool:
+        return any(name.endswith("ForCausalLM") for name in config.get("architectures") or [])
+
+    def load(self, source: ModelSource) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return load_pretrained(
+            AutoModelForCausalLM,
+            source.path,
+            kind=self.name,
+            cache_dir=source.cache_dir,
+            trust_remote_code=source.trust_remote_code,
+            **dtype_kwargs(source.dtype),
+        )
+
+    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
+        return prompt_tokens(tokenizer)
+
+    def encode(self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options) -> Features:
+        return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
+
+    def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
+        return model(batch.input_ids, batch.attention_mask)[None]  # (1, B)
+
+    def torch_module(self, model: torch.nn.Module, prepared: PromptTokens) -> torch.nn.Module:
+        return AnswerLogit(model, prepared.answer_id)
+
+    def export_module(self, model: torch.nn.Module, prepared: PromptTokens) -> ScoreModule:
+        return AnswerLogit(model, prepared.answer_id)
 
 
-@register_kind(RerankerKind.DECODER_ONLY_BASE)
+class AnswerLogit(ScoreModule):
+    """A causal LM cut down to one logit: the answer token's at the last position of a left-padded batch."""
+
+    def __init__(self, model: torch.nn.Module, answer_id: int) -> None:
+        super().__init__(model, ("input_ids", "attention_mask"), padding_side="left")
+        self.answer_id = answer_id
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return answer_logit(self.model, hidden.last_hidden_state[:, -1], self.answer_id)  # (B,)
+
+
+def answer_logit(model: torch.nn.Module, hidden: torch.Tensor, token_id: int) -> torch.Tensor:
+    """One row of the language-model head on ``hidden`` (B, H) -> (B,), with the model's final soft-capping."""
+    head = model.get_output_embeddings()
+    logit = hidden @ head.weight[token_id]  # (B,)
+    if getattr(head, "bias", None) is not None:
+        logit = logit + head.bias[token_id]
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logit = torch.tanh(logit / cap) * cap
+    return logit
+
+
 class LLMReranker(Reranker):
     """LLM reranker (bge-reranker-v2-gemma and other causal LMs); FlagEmbedding's ``FlagLLMReranker``.
 
-    Each pair becomes ``[bos] A: query \\n B: passage \\n prompt`` and the score is the "Yes" logit at
-    the last position. Only that one logit is computed: the language-model head runs on the last
-    hidden state and only for the "Yes" row, not over the whole vocabulary at every position.
-    ``use_dataloader`` and ``num_workers`` are accepted for compatibility and have no effect:
-    tokenization already runs in batched Rust calls overlapped with the model.
+    ``use_dataloader`` and ``num_workers`` are accepted for compatibility and have no effect: tokenization
+    already runs in batched Rust calls overlapped with the model.
     """
 
-    padding_side = "left"
-    kind_options = frozenset({"prompt"})
-    ignored_call_options = frozenset({"use_dataloader", "num_workers"})
-    default_prompt: ClassVar[str] = BASE_PROMPT
 
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        prompt: str | None = None,
-        query_instruction_for_rerank: str | None = "A: ",
-        passage_instruction_for_rerank: str | None = "B: ",
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            model_name_or_path,
-            query_instruction_for_rerank=query_instruction_for_rerank,
-            passage_instruction_for_rerank=passage_instruction_for_rerank,
-            prompt=prompt,
-            **options,
-        )
-
-    def _load_model(self, *, cache_dir: str | None, trust_remote_code: bool) -> torch.nn.Module:
-        self._prepare_prompt_tokens()
-        return load_pretrained(
-            AutoModelForCausalLM,
-            self.model_name_or_path,
-            kind=self.kind.value,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            **dtype_kwargs(self.dtype),
-        )
-
-    def _prepare_prompt_tokens(self) -> None:
-        tokenizer = self.tokenizer
-        self._yes_id = tokenizer.ids("Yes")[0]
-        self._separator = tokenizer.ids("\n")
-        use_bos = tokenizer.bos_id is not None and tokenizer.bos_id != tokenizer.pad_id
-        self._bos = [tokenizer.bos_id] if use_bos else []
-
-    def _prompt_parts(self, queries: list[str], passages: list[str], options: ScoringOptions) -> PromptParts:
-        """Tokenize and lay out pairs as FlagEmbedding's LLM rerankers do."""
-        n = len(queries)
-        prompt = self.tokenizer.ids(options.prompt if options.prompt is not None else self.default_prompt)
-        head = Ragged.concat(
-            [Ragged.constant(self._bos, n), self.tokenizer.encode(queries, options.query_limit)]
-        )
-        body = Ragged.concat(
-            [Ragged.constant(self._separator, n), self.tokenizer.encode(passages, options.passage_limit)]
-        )
-        budget = options.max_length + len(self._separator) + len(prompt)
-        body = truncate_second(head.lengths, body, budget, self.tokenizer.truncation_side)
-        return PromptParts(head, body, self._separator + prompt)
-
-    def _encode(self, queries: list[str], passages: list[str], options: ScoringOptions) -> Features:
-        return Features(self._prompt_parts(queries, passages, options).input_ids())
-
-    def _score_batch(self, batch: Batch, options: ScoringOptions) -> torch.Tensor:
-        decoder = self.model.get_decoder()
-        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        last = hidden.last_hidden_state[:, -1]  # (B, H): inputs are left-padded
-        return self._yes_logit(last)[None]  # (1, B)
-
-    def _yes_logit(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The "Yes" row of the language-model head, with the model's final logit soft-capping if any."""
-        head = self.model.get_output_embeddings()
-        logit = hidden @ head.weight[self._yes_id]  # (B,)
-        if getattr(head, "bias", None) is not None:
-            logit = logit + head.bias[self._yes_id]
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logit = torch.tanh(logit / cap) * cap
-        return logit
+register_kind(LLMKind(), LLMReranker)

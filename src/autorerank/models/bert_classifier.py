@@ -27,46 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ..compat import onednn_linear
+
 __all__ = ["FastBertClassifier", "fast_bert_classifier"]
 
 logger = logging.getLogger(__name__)
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
-
-def _working_onednn_linear() -> Any | None:
-    """oneDNN's fused linear (bias plus one post-op), if this torch build has it and it computes what
-    ``F.linear`` computes. It is an internal torch op (the one torch.compile emits on CPUs), so it is
-    checked once here rather than trusted: any failure means the portable ``F.linear`` path."""
-    op = (
-        getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-    )
-    if op is None:
-        return None
-    generator = torch.Generator().manual_seed(0)
-    x, weight, bias, other = (
-        torch.randn(shape, generator=generator) for shape in ((3, 8), (5, 8), (5,), (3, 5))
-    )
-    expected = F.linear(x, weight, bias)
-    try:
-        with torch.inference_mode():
-            plain = op(x, weight, bias, "none", [], "")
-            gelu = op(x, weight, bias, "gelu", [], "none")
-            added = op.binary(x, other, weight, bias, "add")
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        logger.info("oneDNN fused linear unavailable (%s); using F.linear.", exc)
-        return None
-    if not (
-        torch.allclose(plain, expected, atol=1e-4)
-        and torch.allclose(gelu, F.gelu(expected), atol=1e-4)
-        and torch.allclose(added, expected + other, atol=1e-4)
-    ):
-        logger.info("oneDNN fused linear disagrees with F.linear here; using F.linear.")
-        return None
-    return op
-
-
-_ONEDNN_LINEAR = _working_onednn_linear()
 
 # Sequence classifiers whose layers, embeddings and heads have the layout read below.
 _SUPPORTED = {
@@ -107,6 +75,7 @@ class FastBertClassifier(nn.Module):
             FusedEncoderLayer(layer, model.config.hidden_act) for layer in base.encoder.layer
         )
         self.family = family
+        onednn_linear()  # probe the fused CPU linear now (cached), not on the first batch
         if family == "bert":
             self.pooler = base.pooler  # dense + tanh on the first token
         self.classifier = model.classifier
@@ -137,18 +106,26 @@ def _onednn_activation(hidden_act: object) -> tuple[str, str] | None:
     )
 
 
-def _uses_onednn(tensor: torch.Tensor) -> bool:
-    return _ONEDNN_LINEAR is not None and tensor.device.type == "cpu" and tensor.dtype in _ONEDNN_DTYPES
+def _fused_linear_for(tensor: torch.Tensor) -> Any | None:
+    """oneDNN's fused linear where it serves ``tensor`` (CPU, float32 or bfloat16), else None (``F.linear``).
+
+    ``onednn_linear`` is cached, so this costs a dictionary lookup per GEMM; the op itself is not stored on the
+    modules because it cannot be pickled.
+    """
+    if tensor.device.type != "cpu" or tensor.dtype not in _ONEDNN_DTYPES:
+        return None
+    return onednn_linear()
 
 
 def _linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``x @ weight.T + bias (+ residual)``, in one oneDNN call on CPUs."""
-    if _uses_onednn(x):
+    fused = _fused_linear_for(x)
+    if fused is not None:
         if residual is not None:
-            return _ONEDNN_LINEAR.binary(x, residual.contiguous(), weight, bias, "add")
-        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+            return fused.binary(x, residual.contiguous(), weight, bias, "add")
+        return fused(x, weight, bias, "none", [], "")
     out = F.linear(x, weight, bias)
     return out if residual is None else out + residual
 
@@ -199,7 +176,9 @@ class FusedEncoderLayer(nn.Module):
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         """The first feed-forward GEMM and its activation (one oneDNN call for GELU and ReLU on CPUs)."""
-        if self.onednn_activation is not None and _uses_onednn(x):
-            name, algorithm = self.onednn_activation
-            return _ONEDNN_LINEAR(x, self.up.weight, self.up.bias, name, [], algorithm)
+        if self.onednn_activation is not None:
+            fused = _fused_linear_for(x)
+            if fused is not None:
+                name, algorithm = self.onednn_activation
+                return fused(x, self.up.weight, self.up.bias, name, [], algorithm)
         return self.activation(_linear(x, self.up.weight, self.up.bias))

@@ -23,18 +23,18 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 
-from ..errors import InvalidInputError, InvalidOptionError, ModelLoadError
-from ..loading import dtype_kwargs, load_pretrained, read_json
+from ..compat import dtype_kwargs
+from ..errors import ModelLoadError
+from ..loading import load_pretrained
+from .decoder import GatedMLP, GroupedQueryAttention, RMSNorm, ScoreHead, rotary_table
 
 __all__ = [
     "MiniCPMLayerwiseConfig",
     "MiniCPMLayerwiseModel",
-    "check_cutoff_layers",
     "load_layerwise_model",
     "valid_cutoff_layers",
 ]
@@ -122,109 +122,27 @@ def valid_cutoff_layers(config: MiniCPMLayerwiseConfig) -> tuple[int, ...]:
     return tuple(range(config.start_layer, config.num_hidden_layers + 1))
 
 
-def check_cutoff_layers(cutoff_layers: Sequence[int], valid: Sequence[int]) -> list[int]:
-    """Return ``cutoff_layers`` as a list, or raise InvalidOptionError (a ValueError) naming the valid layers.
-
-    Silently dropping invalid layers (as the reference does) would change the output's shape behind the caller's
-    back, so any invalid entry rejects the whole request.
-    """
-    layers = list(cutoff_layers)
-    bad = [
-        layer
-        for layer in layers
-        if isinstance(layer, bool) or not isinstance(layer, int) or layer not in valid
-    ]
-    if not layers or bad:
-        problem = "no cutoff layer was given" if not layers else f"invalid cutoff layer(s) {bad}"
-        raise InvalidOptionError(
-            f"{problem}; valid cutoff layers for this model are {list(valid)} "
-            f"(integers from {min(valid)} to {max(valid)})."
-        )
-    return layers
-
-
-class MiniCPMRMSNorm(nn.Module):
-    """RMSNorm computed in float32 whatever the weights' dtype, as MiniCPM was trained."""
-
-    def __init__(self, hidden_size: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
-
-
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` (B, heads, T, D) by angles given as (B, 1, T, D) float32 cos/sin; maths in float32."""
-    x32 = x.float()
-    return (x32 * cos + _rotate_half(x32) * sin).to(x.dtype)
-
-
-class MiniCPMAttention(nn.Module):
-    def __init__(self, config: MiniCPMLayerwiseConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = head_dim(config)
-        bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
-
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, last_only: bool) -> Tensor:
-        """Attend over all of ``x`` (B, T, H); with ``last_only`` only the last position queries (B, 1, H)."""
-        bsz, seq, _ = x.shape
-        q_in, q_cos, q_sin, q_mask = x, cos, sin, mask
-        if last_only:
-            q_in, q_cos, q_sin, q_mask = x[:, -1:], cos[:, :, -1:], sin[:, :, -1:], mask[:, :, -1:]
-        q_len = q_in.shape[1]
-        q = self.q_proj(q_in).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, Tq, D)
-        k = self.k_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, kv, T, D)
-        v = self.v_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, kv, T, D)
-        q = _apply_rope(q, q_cos, q_sin)
-        k = _apply_rope(k, cos, sin)
-        if self.num_kv_heads != self.num_heads:  # grouped-query attention; SDPA's enable_gqa needs torch 2.5
-            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, h, T, D)
-            v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, h, T, D)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask)  # (B, h, Tq, D)
-        return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim))
-
-
-class MiniCPMMLP(nn.Module):
-    def __init__(self, config: MiniCPMLayerwiseConfig) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-        self.act_fn = ACT2FN[config.hidden_act]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
 class MiniCPMDecoderLayer(nn.Module):
     def __init__(self, config: MiniCPMLayerwiseConfig) -> None:
         super().__init__()
-        self.self_attn = MiniCPMAttention(config)
-        self.mlp = MiniCPMMLP(config)
-        self.input_layernorm = MiniCPMRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = MiniCPMRMSNorm(config.hidden_size, config.rms_norm_eps)
+        width, eps = config.hidden_size, config.rms_norm_eps
+        self.self_attn = GroupedQueryAttention(
+            width,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            head_dim(config),
+            bias=config.attention_bias,
+        )
+        self.mlp = GatedMLP(width, config.intermediate_size, ACT2FN[config.hidden_act])
+        self.input_layernorm = RMSNorm(width, eps)
+        self.post_attention_layernorm = RMSNorm(width, eps)
         # MiniCPM's depth-scaled residuals ("muP"): every branch is damped by the same constant.
         self.residual_scale = config.scale_depth / math.sqrt(config.num_hidden_layers)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
         """(B, T, H) -> (B, T, H), or (B, 1, H) for the last position only when ``last_only``."""
         residual = x[:, -1:] if last_only else x
-        attn = self.self_attn(self.input_layernorm(x), cos, sin, mask, last_only)
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, mask, last_only=last_only)
         h = residual + attn * self.residual_scale
         return h + self.mlp(self.post_attention_layernorm(h)) * self.residual_scale
 
@@ -236,18 +154,7 @@ class MiniCPMBackbone(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(MiniCPMDecoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.norm = MiniCPMRMSNorm(config.hidden_size, config.rms_norm_eps)
-
-
-class LayerScoreHead(nn.Module):
-    """A bias-free hidden -> 1 projection; the ``linear_head`` name matches the checkpoint."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.linear_head = nn.Linear(hidden_size, 1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_head(x)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
 class MiniCPMLayerwiseModel(PreTrainedModel):
@@ -264,10 +171,10 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
         self.model = MiniCPMBackbone(config)
         if config.head_multi:
             self.lm_head: nn.Module = nn.ModuleList(
-                LayerScoreHead(config.hidden_size) for _ in valid_cutoff_layers(config)
+                ScoreHead(config.hidden_size) for _ in valid_cutoff_layers(config)
             )
         else:
-            self.lm_head = LayerScoreHead(config.hidden_size)
+            self.lm_head = ScoreHead(config.hidden_size)
         self.post_init()
 
     @property
@@ -294,16 +201,14 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
         """Score a LEFT-padded batch at each requested layer: (B, T) ids and mask -> (len(cutoff_layers), B) float32.
 
         Row ``i`` of the result is layer ``cutoff_layers[i]``'s score, from that layer's own head, so any order
-        (and repeats) of layers is honoured. Layers after the deepest requested one are not run.
+        (and repeats) of layers is honoured. Layers after the deepest requested one are not run. The layers are
+        trusted to be entries of ``valid_cutoff_layers`` (the kind checks options before scoring).
         """
-        layers = check_cutoff_layers(cutoff_layers, self.valid_cutoff_layers)
-        if not bool(attention_mask[:, -1].all()):
-            raise InvalidInputError(
-                "layer_scores needs left-padded inputs: each row's last position must be a token."
-            )
+        # The kind pads on the left; the score is read at the last position, which must therefore be a token.
+        assert bool(attention_mask[:, -1].all()), "layer_scores needs left-padded inputs"
         cos, sin = self._rope(attention_mask)
         mask = _padding_causal_mask(attention_mask)
-        deepest, wanted = max(layers), set(layers)
+        deepest, wanted = max(cutoff_layers), set(cutoff_layers)
         hidden = self.model.embed_tokens(input_ids) * self.config.scale_emb  # (B, T, H)
         last: dict[int, Tensor] = {}
         for index in range(deepest + 1):
@@ -314,7 +219,7 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
             # The deepest layer feeds only the score of its last position, so it runs for that position alone.
             hidden = self.model.layers[index](hidden, cos, sin, mask, last_only=index + 1 == deepest)
         scores = [
-            self.head_for(layer)(self.model.norm(last[layer])).squeeze(-1) for layer in layers
+            self.head_for(layer)(self.model.norm(last[layer])).squeeze(-1) for layer in cutoff_layers
         ]  # L x (B,)
         return torch.stack(scores).float()  # (L, B)
 
@@ -323,23 +228,21 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
 
         Counting from the first real token (not from the pad) makes a pair's score independent of how much padding
         its batch needed. The angles are computed in float64 on the CPU (a small (T, D) table, and fine on devices
-        without float64): a float32 angle at position p is off by up to ~p * 6e-8 rad, and the reference's scores,
-        which use float32 angles counted from the first pad, move by ~1e-4 with padding on the tiny fixture. Not
-        kept as a buffer: transformers builds models on the meta device, which would leave a non-persistent buffer
-        uninitialised.
+        without float64): the reference's scores, which use float32 angles counted from the first pad, move by
+        ~1e-4 with padding on the tiny fixture. Not kept as a buffer: transformers builds models on the meta
+        device, which would leave a non-persistent buffer uninitialised.
         """
-        seq, dim = attention_mask.shape[-1], head_dim(self.config)
-        inv_freq = 1.0 / (
-            self.config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-        )  # (D/2,)
-        table_positions = torch.arange(seq, dtype=torch.float64)  # (T,)
-        spec = self.config.rope_scaling_spec
-        if spec and spec.get("rope_type", spec.get("type")) == "linear":
-            table_positions = table_positions / float(spec["factor"])
-        freqs = torch.outer(table_positions, inv_freq)  # (T, D/2)
-        angles = torch.cat((freqs, freqs), dim=-1)  # (T, D)
-        cos_table = angles.cos().float().to(attention_mask.device)
-        sin_table = angles.sin().float().to(attention_mask.device)
+        spec = self.config.rope_scaling_spec or {}
+        linear = spec.get("rope_type", spec.get("type")) == "linear"
+        cos_table, sin_table = rotary_table(
+            attention_mask.shape[-1],
+            head_dim(self.config),
+            self.config.rope_theta,
+            dtype=torch.float64,
+            position_scale=float(spec["factor"]) if linear else None,
+        )  # (T, D) each
+        cos_table = cos_table.float().to(attention_mask.device)
+        sin_table = sin_table.float().to(attention_mask.device)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
         return cos_table[positions][:, None], sin_table[positions][:, None]  # (B, 1, T, D) each
 
@@ -377,17 +280,9 @@ def load_layerwise_model(
 ) -> MiniCPMLayerwiseModel:
     """Load a MiniCPM layerwise reranker checkpoint (local folder or hub name) in eval mode.
 
-    The checkpoint's ``config.json`` is checked first so that another architecture gets a clear ModelLoadError
-    instead of a half-built model; weights missing from the checkpoint raise ModelLoadError too (a re-initialised
-    head would give plausible-looking but meaningless scores).
+    The caller has checked that ``config.json`` describes a MiniCPM layerwise reranker. Weights missing from the
+    checkpoint raise ModelLoadError (a re-initialised head would give plausible-looking but meaningless scores).
     """
-    raw = read_json(name_or_path, "config.json", cache_dir)
-    if raw.get("model_type") != MiniCPMLayerwiseConfig.model_type or "start_layer" not in raw:
-        raise ModelLoadError(
-            f"{name_or_path!r} is not a MiniCPM layerwise reranker: its config.json has model_type "
-            f"{raw.get('model_type')!r} and {'a' if 'start_layer' in raw else 'no'} start_layer, where "
-            "model_type 'minicpm' with a start_layer is expected. Pass the right model_class= or drop it."
-        )
     return load_pretrained(
         MiniCPMLayerwiseModel,
         name_or_path,

@@ -1,0 +1,125 @@
+"""Every private or version-dependent torch/transformers API autorerank relies on, in one place.
+
+Each wrapper names the API it wraps and why autorerank needs it, and falls back to public behaviour where the API
+is missing or misbehaves; tests/test_compat.py runs each one against the installed torch and transformers, so an
+upgrade that breaks one fails there first. transformers is imported inside the functions, keeping
+``import autorerank`` light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["dtype_kwargs", "eager_attention", "init_zeros_", "onednn_linear", "quiet_weight_loading"]
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def onednn_linear() -> Any | None:
+    """oneDNN's fused CPU linear ``torch.ops.mkldnn._linear_pointwise`` (bias plus one post-op), or None.
+
+    An internal torch op (the one torch.compile emits on CPUs) that runs the BERT-family GEMMs 15-50% faster than
+    ``F.linear`` by fusing the bias, GELU/ReLU and residual additions. Being internal, it is checked numerically
+    against ``F.linear`` on first use rather than trusted (any failure means the portable path), and the verdict
+    is cached for the process: a few tiny GEMMs, run once, never at import time.
+    """
+    op = (
+        getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    )
+    if op is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    x, weight, bias, other = (
+        torch.randn(shape, generator=generator) for shape in ((3, 8), (5, 8), (5,), (3, 5))
+    )
+    expected = F.linear(x, weight, bias)
+    try:
+        with torch.inference_mode():
+            plain = op(x, weight, bias, "none", [], "")
+            gelu = op(x, weight, bias, "gelu", [], "none")
+            added = op.binary(x, other, weight, bias, "add")
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        logger.info("oneDNN fused linear unavailable (%s); using F.linear.", exc)
+        return None
+    if not (
+        torch.allclose(plain, expected, atol=1e-4)
+        and torch.allclose(gelu, F.gelu(expected), atol=1e-4)
+        and torch.allclose(added, expected + other, atol=1e-4)
+    ):
+        logger.info("oneDNN fused linear disagrees with F.linear here; using F.linear.")
+        return None
+    return op
+
+
+def init_zeros_(tensor: torch.Tensor) -> torch.Tensor:
+    """Zero ``tensor`` in a model's ``_init_weights`` unless it was already loaded from the checkpoint.
+
+    transformers 5 may run ``_init_weights`` after loading, and only its ``transformers.initialization`` helpers
+    skip tensors flagged as loaded; transformers 4 has no such module but only initialises missing weights, so
+    ``torch.nn.init`` is safe there.
+    """
+    try:
+        from transformers import initialization
+    except ImportError:
+        return nn.init.zeros_(tensor)
+    return initialization.zeros_(tensor)
+
+
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The ``from_pretrained`` keyword for the weights' dtype: ``dtype`` since transformers 4.56, ``torch_dtype``
+    before (the old name is deprecated, and warns, from 4.56 on)."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+@contextlib.contextmanager
+def quiet_weight_loading() -> Iterator[None]:
+    """Silence transformers' per-load "Loading weights" progress bar, restoring its previous state afterwards.
+
+    Uses the ``transformers.utils.logging`` progress-bar switches, a process-wide setting: loading is quick and the
+    bar clutters every CLI run and log.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with plain matmul-softmax attention, then restore its own choice.
+
+    Reads the private ``config._attn_implementation`` and switches with ``set_attn_implementation`` (transformers
+    4.56+): tracing for ONNX and OpenVINO needs the eager pattern those runtimes fuse. A model without an eager path,
+    or without the setter, is left as it is.
+    """
+    setter = getattr(model, "set_attn_implementation", None)
+    original = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switched = False
+    if setter is not None and original not in (None, "eager"):
+        try:
+            setter("eager")
+            switched = True
+        except (ValueError, ImportError, AttributeError):  # no eager path here: keep what the model has
+            logger.debug("%s has no eager attention; keeping %s attention.", type(model).__name__, original)
+    try:
+        yield
+    finally:
+        if switched and setter is not None:
+            setter(original)
