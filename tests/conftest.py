@@ -69,6 +69,17 @@ def fixture_path(fixture: str) -> str:
     return str(FIXTURES / fixture)
 
 
+def score_module(kind_name: str, fixture: str):
+    """A kind's score module over freshly loaded weights, as ``build_runtime`` hands it to other runtimes."""
+    from autorerank.kinds.base import ModelSource
+    from autorerank.registry import kind_named
+    from autorerank.tokenization import load_tokenizer
+
+    kind, path = kind_named(kind_name), fixture_path(fixture)
+    model = kind.load(ModelSource(path))
+    return kind.export_module(model, kind.prepare(load_tokenizer(path), model))
+
+
 @functools.cache
 def cached_reranker(fixture: str, **kwargs: Any):
     """One loaded reranker per fixture and options, shared across tests (scoring does not mutate it)."""

@@ -6,7 +6,6 @@ same pairs on the same model.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import sys
@@ -14,9 +13,8 @@ import sys
 import pytest
 from conftest import cached_reranker, write
 
-from autorerank import Reranker
 from autorerank.cli import main
-from autorerank.cli.parser import MODEL_FLAGS, model_kwargs, parse_args
+from autorerank.cli.parser import model_kwargs, parse_args
 from autorerank.io import read_run
 
 ENC = "enc/bge-reranker-v2-m3"

@@ -24,7 +24,9 @@ def test_onednn_linear_computes_what_f_linear_computes() -> None:
     assert op is not None
     assert compat.onednn_linear() is op  # probed once, then cached
     generator = torch.Generator().manual_seed(1)
-    x, weight, bias, other = (torch.randn(s, generator=generator) for s in ((4, 3, 16), (8, 16), (8,), (4, 3, 8)))
+    x, weight, bias, other = (
+        torch.randn(s, generator=generator) for s in ((4, 3, 16), (8, 16), (8,), (4, 3, 8))
+    )
     expected = F.linear(x, weight, bias)
     with torch.inference_mode():
         torch.testing.assert_close(op(x, weight, bias, "none", [], ""), expected)
@@ -74,7 +76,9 @@ def test_init_zeros_zeroes_new_weights_and_keeps_loaded_ones() -> None:
 def test_dtype_kwargs_is_the_keyword_from_pretrained_honours() -> None:
     kwargs = compat.dtype_kwargs(torch.bfloat16)
     assert list(kwargs) in (["dtype"], ["torch_dtype"]) and list(kwargs.values()) == [torch.bfloat16]
-    model = AutoModelForSequenceClassification.from_pretrained(fixture_path("enc-bert/bge-reranker-base"), **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        fixture_path("enc-bert/bge-reranker-base"), **kwargs
+    )
     assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
 
 

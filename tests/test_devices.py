@@ -47,6 +47,8 @@ def test_bf16_encoder_ranks_like_fp32():
 def test_several_devices_score_in_worker_processes_like_one():
     pairs = golden_case("enc-auto-default")["pairs"]
     with AutoReranker.from_finetuned(fixture_path(ENC), devices=["cpu", "cpu"]) as reranker:
+        assert reranker.model is None and reranker.runtime is None  # the workers own the model
+        assert reranker.info.num_parameters == cached_reranker(ENC).info.num_parameters
         scores = reranker.compute_score(pairs)
         np.testing.assert_allclose(scores, cached_reranker(ENC).compute_score(pairs), atol=2e-5)
         assert reranker.compute_score(pairs[:1]) == pytest.approx(scores[:1], abs=2e-5)  # pool is reused

@@ -188,7 +188,8 @@ def test_another_architecture_is_refused():
 def test_layer_scores_needs_left_padding():
     model = _reranker().model
     ids = torch.tensor([[1, 5, 6, 0]])
-    with pytest.raises(AssertionError, match="left-padded"):  # an internal invariant: the kind pads on the left
+    # An internal invariant (the kind pads on the left), not user-facing validation.
+    with pytest.raises(AssertionError, match="left-padded"):
         model.layer_scores(ids, (ids != 0).long(), [6])
 
 

@@ -164,7 +164,8 @@ def test_compress_passages_mean_pools_groups_and_keeps_query_and_prompt():
 def test_right_padding_is_required():
     model = _reranker().model
     ids = torch.tensor([[0, 2, 5, 6]])
-    with pytest.raises(AssertionError, match="right-padded"):  # an internal invariant: the kind pads on the right
+    # An internal invariant (the kind pads on the right), not user-facing validation.
+    with pytest.raises(AssertionError, match="right-padded"):
         model.layer_scores(
             ids,
             torch.tensor([[0, 1, 1, 1]]),

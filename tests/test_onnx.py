@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_int8_keeps_ranking, fixture_path, golden_case
+from conftest import assert_int8_keeps_ranking, fixture_path, golden_case, score_module
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -22,9 +22,7 @@ from autorerank.backends import onnx_export
 from autorerank.backends.onnx import OnnxRuntime, load_onnx_runtime
 from autorerank.batching import Batch
 from autorerank.errors import InvalidOptionError, MissingDependencyError, ModelLoadError
-from autorerank.kinds.base import ModelSource, Plan, ScoreModule
-from autorerank.registry import kind_named
-from autorerank.tokenization import load_tokenizer
+from autorerank.kinds.base import Plan, ScoreModule
 
 pytestmark = pytest.mark.onnx
 
@@ -56,10 +54,7 @@ def rerankers(onnx_root: Path):
 
 
 def _score_module(fixture: str) -> ScoreModule:
-    """The cross-encoder's score module, as ``build_runtime`` hands it to the ONNX backend."""
-    kind, path = kind_named("encoder-only-base"), fixture_path(fixture)
-    model = kind.load(ModelSource(path))
-    return kind.export_module(model, kind.prepare(load_tokenizer(path), model))
+    return score_module("encoder-only-base", fixture)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -24,6 +24,7 @@ EXPECTED = {
     "LightWeightFlagLLMReranker",
     "AutoRerankError",
     "InvalidInputError",
+    "InputFileError",
     "InvalidPairTypeError",
     "InvalidOptionError",
     "UnknownOptionError",
@@ -37,6 +38,7 @@ EXPECTED = {
 
 def test_all_is_pinned():
     assert set(autorerank.__all__) == EXPECTED
+    assert set(autorerank._EXPORTS) | {"__version__"} == EXPECTED  # every public name can be imported
     for name in autorerank.__all__:
         assert hasattr(autorerank, name), name
 

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AutoRerankError": ("errors", "AutoRerankError"),
     "InvalidInputError": ("errors", "InvalidInputError"),
     "InvalidPairTypeError": ("errors", "InvalidPairTypeError"),
+    "InputFileError": ("errors", "InputFileError"),
     "InvalidOptionError": ("errors", "InvalidOptionError"),
     "UnknownOptionError": ("errors", "UnknownOptionError"),
     "UnknownModelKindError": ("errors", "UnknownModelKindError"),
@@ -42,7 +43,33 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "WorkerError": ("errors", "WorkerError"),
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "AutoRerankError",
+    "AutoReranker",
+    "EncoderReranker",
+    "FlagAutoReranker",
+    "FlagLLMReranker",
+    "FlagReranker",
+    "InputFileError",
+    "InvalidInputError",
+    "InvalidOptionError",
+    "InvalidPairTypeError",
+    "LLMReranker",
+    "LayerWiseFlagLLMReranker",
+    "LayerWiseLLMReranker",
+    "LightWeightFlagLLMReranker",
+    "LightweightLLMReranker",
+    "MissingDependencyError",
+    "ModelInfo",
+    "ModelLoadError",
+    "RerankResult",
+    "Reranker",
+    "RerankerKind",
+    "UnknownModelKindError",
+    "UnknownOptionError",
+    "WorkerError",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +91,7 @@ if TYPE_CHECKING:
     from .auto import AutoReranker as FlagAutoReranker
     from .errors import (
         AutoRerankError,
+        InputFileError,
         InvalidInputError,
         InvalidOptionError,
         InvalidPairTypeError,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 
@@ -13,9 +11,8 @@ from .errors import InvalidOptionError
 
 __all__ = ["DeviceSpec", "resolve_devices", "resolve_dtype"]
 
-logger = logging.getLogger(__name__)
 
-DeviceSpec = Union[str, int, torch.device, Sequence[str | int | torch.device], None]
+DeviceSpec = str | int | torch.device | Sequence[str | int | torch.device] | None
 
 
 def resolve_devices(devices: DeviceSpec) -> list[str]:

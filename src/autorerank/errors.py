@@ -6,7 +6,7 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     AutoRerankError
     ├── InvalidInputError (ValueError)      bad pairs or documents passed to compute_score/rerank
     │   ├── InvalidPairTypeError (TypeError) a pair or text of the wrong type
-    │   └── io.InputFileError                a data file line the CLI cannot use (file:line: problem)
+    │   └── InputFileError                  a data file line the CLI cannot use (file:line: problem)
     ├── InvalidOptionError (ValueError)     an option value out of range (cutoff layer, compress ratio, ...)
     ├── UnknownOptionError (TypeError)      a keyword argument this reranker kind does not take
     ├── UnknownModelKindError (ValueError)  the checkpoint's kind could not be detected
@@ -17,8 +17,11 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "AutoRerankError",
+    "InputFileError",
     "InvalidInputError",
     "InvalidOptionError",
     "InvalidPairTypeError",
@@ -40,6 +43,29 @@ class InvalidInputError(AutoRerankError, ValueError):
 
 class InvalidPairTypeError(InvalidInputError, TypeError):
     """A pair, query or passage of the wrong Python type."""
+
+
+# How standard input is named on the command line, and in messages.
+STDIN = "-"
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """How a path appears in messages; ``-`` is standard input."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+class InputFileError(InvalidInputError):
+    """A file that cannot be used as given; the message is ``file:line: problem``.
+
+    ``line`` is 1-based, or ``None`` when the problem concerns the whole file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], line: int | None, problem: str) -> None:
+        self.path = display_name(path)
+        self.line = line
+        self.problem = problem
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {problem}")
 
 
 class InvalidOptionError(AutoRerankError, ValueError):

@@ -19,8 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import InvalidOptionError
-from .io.lines import STDIN, InputFileError
+from .errors import STDIN, InputFileError, InvalidOptionError
 from .io.pairs import Pair, read_pairs
 from .io.scores import ScoreWriter, count_scores
 from .io.texts import read_corpus, read_queries

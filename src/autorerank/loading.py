@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .compat import dtype_kwargs  # re-exported: modules still import it from here
-from .compat import quiet_weight_loading
+from .compat import (
+    dtype_kwargs,  # re-exported: modules still import it from here
+    quiet_weight_loading,
+)
 from .errors import ModelLoadError
 from .optional import require
 
@@ -24,8 +25,6 @@ __all__ = [
     "read_json",
     "resolve_file",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def normalize_model_path(model_name_or_path: str | os.PathLike[str]) -> str:
@@ -58,7 +57,7 @@ def resolve_file(model_name_or_path: str, filename: str, cache_dir: str | None =
             f"No checkpoint folder at {model_name_or_path!r}: the path does not exist "
             "(and it is not a hub name of the form 'org/name')."
         )
-    hub = require("huggingface_hub", "core", "Loading a model by hub name")
+    import huggingface_hub as hub
     from huggingface_hub import errors as hub_errors
 
     try:

@@ -45,7 +45,9 @@ def unique_pairs(queries: Sequence[str], passages: Sequence[str]) -> UniquePairs
     return UniquePairs([pair[0] for pair in index], [pair[1] for pair in index], inverse)
 
 
-def chunked(queries: list[str], passages: list[str], size: int = CHUNK_PAIRS) -> Iterator[TextChunk]:
+def chunked(queries: list[str], passages: list[str], size: int | None = None) -> Iterator[TextChunk]:
+    """Consecutive chunks of ``size`` pairs (default :data:`CHUNK_PAIRS`)."""
+    size = size or CHUNK_PAIRS
     for start in range(0, len(queries), size):
         yield queries[start : start + size], passages[start : start + size]
 

@@ -60,13 +60,6 @@ class Ragged:
         drop = self.lengths - keep
         return self._select(self._positions() >= np.repeat(drop, self.lengths), keep)
 
-    def take(self, rows: np.ndarray) -> Ragged:
-        """The rows at ``rows``, in that order."""
-        lengths = self.lengths[rows]
-        starts = np.repeat(self.offsets[rows], lengths)
-        within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(_offsets(lengths)[:-1], lengths)
-        return Ragged(self.flat[starts + within], _offsets(lengths))
-
     @staticmethod
     def concat(parts: Sequence[Ragged]) -> Ragged:
         """Row-wise concatenation: row ``i`` of the result is every part's row ``i`` in turn."""

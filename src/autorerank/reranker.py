@@ -7,7 +7,7 @@ What depends on the kind lives in the kind object (``kinds/``); what depends on 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from .pipeline import Engine, TextChunk, chunked, unique_pairs
 from .registry import kind_named
 from .results import ModelInfo, RerankResult
 from .tokenization import TextTokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Reranker"]
 
@@ -182,7 +185,7 @@ class Reranker:
             self._pool.close()
             self._pool = None
 
-    def __enter__(self) -> Reranker:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

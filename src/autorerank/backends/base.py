@@ -8,11 +8,10 @@ CPU in float32 (int8 where asked).
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -31,7 +30,6 @@ __all__ = [
     "sample_inputs",
 ]
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,9 +46,16 @@ class RuntimeInfo:
 class Runtime(Protocol):
     """Scores ready batches with one model's weights."""
 
-    backend: str
-    device: torch.device
-    padded: bool  # whether it takes padded (B, T) batches (every runtime here does)
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def padded(self) -> bool:
+        """Whether it takes padded (B, T) batches (every runtime here does)."""
+        ...
 
     def score(self, batch: Batch, plan: Plan) -> torch.Tensor:
         """Scores ``(plan.n_outputs, B)`` of one padded batch on ``device``."""
@@ -123,7 +128,7 @@ def check_float32(model: torch.nn.Module, backend: str) -> None:
 def sample_inputs(module: ScoreModule, *, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A padded batch of valid, non-pad token ids (rows shorter than ``length`` are padded on the module's
     side), for the inputs the module reads."""
-    config = module.config
+    config: Any = module.config
     pad_id = config.pad_token_id if getattr(config, "pad_token_id", None) is not None else 0
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (batch, length), generator=generator)  # (B, T)

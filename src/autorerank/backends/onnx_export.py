@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError
-from ..optional import require
 from ..compat import eager_attention
+from ..errors import ModelLoadError
 from ..kinds.base import ScoreModule
+from ..optional import require
 from .base import max_score_error, sample_inputs
 
 __all__ = ["MODEL_FILE", "cache_root", "ensure_variant", "export_folder"]

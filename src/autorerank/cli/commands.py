@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import evaluation, jobs
-from ..errors import InvalidOptionError, UnknownOptionError
-from ..io.lines import STDIN, InputFileError, atomic_writer, numbered_lines
+from ..errors import STDIN, InputFileError, InvalidOptionError, UnknownOptionError
+from ..io.lines import atomic_writer, numbered_lines
 from ..io.pairs import pair_format
 from ..io.trec import read_qrels, read_run, run_to_dict, write_run_lines
 from .parser import MODEL_FLAGS, model_kwargs

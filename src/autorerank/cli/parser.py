@@ -44,7 +44,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     for row in MODEL_FLAGS:
         target = precision if row.name in ("use_fp16", "use_bf16") else group
         assert row.flag is not None
-        target.add_argument(row.flag, dest=row.name, default=None, help=row.help.replace("`", ""), **row.cli)
+        target.add_argument(
+            row.flag,
+            dest=row.name,
+            default=None,
+            help=row.help.replace("`", "").replace("%", "%%"),
+            **row.cli,
+        )
 
 
 def _add_progress(parser: argparse.ArgumentParser) -> None:

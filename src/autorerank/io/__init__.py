@@ -1,6 +1,6 @@
 """Readers and writers for the files the command line works with.
 
-* :mod:`.lines`: line-numbered UTF-8 reading, :class:`InputFileError`, atomic writes;
+* :mod:`.lines`: line-numbered UTF-8 reading and atomic writes (errors are :class:`~autorerank.errors.InputFileError`);
 * :mod:`.trec`: TREC runs and qrels;
 * :mod:`.texts`: query and corpus files (BEIR JSONL or TSV);
 * :mod:`.pairs`: (query, passage) pair files (JSONL, TSV, CSV);
@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from .lines import InputFileError, atomic_writer, numbered_lines
+from ..errors import InputFileError
+from .lines import atomic_writer, numbered_lines
 from .pairs import PAIR_FORMATS, Pair, pair_format, read_pairs
 from .scores import ScoreWriter, count_scores
 from .texts import join_title, read_corpus, read_queries

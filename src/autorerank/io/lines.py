@@ -18,30 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ..errors import InvalidInputError
+from ..errors import STDIN, InputFileError, display_name
 
-__all__ = ["STDIN", "InputFileError", "atomic_writer", "display_name", "numbered_lines"]
-
-STDIN = "-"
-
-
-class InputFileError(InvalidInputError):
-    """A file that cannot be used as given; the message is ``file:line: problem``.
-
-    ``line`` is 1-based, or ``None`` when the problem concerns the whole file.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], line: int | None, problem: str) -> None:
-        self.path = display_name(path)
-        self.line = line
-        self.problem = problem
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {problem}")
-
-
-def display_name(path: str | os.PathLike[str]) -> str:
-    """How a path appears in messages; ``-`` is standard input."""
-    return "<stdin>" if str(path) == STDIN else str(path)
+__all__ = ["STDIN", "atomic_writer", "display_name", "numbered_lines"]
 
 
 def numbered_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:

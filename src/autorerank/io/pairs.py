@@ -20,7 +20,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .lines import InputFileError, numbered_lines
+from ..errors import InputFileError
+from .lines import numbered_lines
 
 __all__ = ["PAIR_FORMATS", "Pair", "pair_format", "read_pairs"]
 

@@ -14,9 +14,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from .lines import InputFileError
+from ..errors import InputFileError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["ScoreWriter", "count_scores", "score_line"]
 
@@ -94,7 +97,7 @@ class ScoreWriter:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> ScoreWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -21,7 +21,8 @@ import json
 import os
 from collections.abc import Collection
 
-from .lines import InputFileError, numbered_lines
+from ..errors import InputFileError
+from .lines import numbered_lines
 
 __all__ = ["join_title", "read_corpus", "read_queries"]
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO
 
-from .lines import InputFileError, numbered_lines
+from ..errors import InputFileError
+from .lines import numbered_lines
 
 __all__ = ["Qrels", "Run", "RunEntry", "read_qrels", "read_run", "run_to_dict", "write_run_lines"]
 

@@ -60,8 +60,8 @@ class ScoreModule(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, input_names: tuple[str, ...], padding_side: str = "right") -> None:
         super().__init__()
-        self.model = model
-        self.config = model.config
+        self.model: Any = model  # a transformers model: attributes typed by convention, not by stubs
+        self.config: Any = model.config
         self.input_names = input_names
         self.padding_side = padding_side
 

@@ -43,7 +43,7 @@ class EncoderKind(Kind):
     def load(self, source: ModelSource) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        model = load_pretrained(
+        model: Any = load_pretrained(
             AutoModelForSequenceClassification,
             source.path,
             kind=self.name,
@@ -51,9 +51,10 @@ class EncoderKind(Kind):
             trust_remote_code=source.trust_remote_code,
             **dtype_kwargs(source.dtype),
         )
-        if model.config.num_labels != 1:
+        labels = model.config.num_labels
+        if labels != 1:
             raise ModelLoadError(
-                f"{source.path!r} has a {model.config.num_labels}-label classification head; "
+                f"{source.path!r} has a {labels}-label classification head; "
                 "a cross-encoder reranker has exactly one relevance label."
             )
         return model

@@ -7,7 +7,7 @@ The input layout is the LLM one (:mod:`autorerank.kinds.prompts`); the model is 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -20,6 +20,9 @@ from ..tokenization import TextTokenizer
 from .base import Kind, ModelSource, Plan
 from .llm import BASE_PROMPT, LLM_INSTRUCTIONS
 from .prompts import PromptTokens, assemble_prompt, prompt_tokens
+
+if TYPE_CHECKING:
+    from ..models.minicpm_layerwise import MiniCPMLayerwiseModel
 
 __all__ = ["LayerWiseKind", "LayerWiseLLMReranker", "check_layers"]
 
@@ -41,7 +44,7 @@ class LayerWiseKind(Kind):
 
     name = RerankerKind.DECODER_ONLY_LAYERWISE.value
     features = frozenset({PROMPT, LAYERS})
-    defaults: Mapping[str, Any] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
+    defaults: ClassVar[Mapping[str, Any]] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
     padding_side = "left"
     detection_priority = 10
 
@@ -78,7 +81,8 @@ class LayerWiseKind(Kind):
         return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
     def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
-        return model.layer_scores(batch.input_ids, batch.attention_mask, plan.layers)  # (L, B)
+        layerwise: MiniCPMLayerwiseModel = model  # type: ignore[assignment]  # what load() returned
+        return layerwise.layer_scores(batch.input_ids, batch.attention_mask, plan.layers)  # (L, B)
 
 
 class LayerWiseLLMReranker(Reranker):

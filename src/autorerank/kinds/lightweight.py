@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from .base import Kind, ModelSource, Plan
 from .layerwise import check_layers
 from .llm import LLM_INSTRUCTIONS
 from .prompts import PromptTokens, assemble_prompt, prompt_tokens
+
+if TYPE_CHECKING:
+    from ..models.gemma2_lightweight import LightweightGemma2Reranker
 
 __all__ = ["LIGHTWEIGHT_PROMPT", "CompressionPlan", "LightweightKind", "LightweightLLMReranker"]
 
@@ -43,7 +46,7 @@ class LightweightKind(Kind):
 
     name = RerankerKind.DECODER_ONLY_LIGHTWEIGHT.value
     features = frozenset({PROMPT, LAYERS, COMPRESSION})
-    defaults: Mapping[str, Any] = {
+    defaults: ClassVar[Mapping[str, Any]] = {
         **LLM_INSTRUCTIONS,
         "prompt": LIGHTWEIGHT_PROMPT,
         "compress_layers": (8,),  # FlagEmbedding's default; with its default ratio of 1 nothing is compressed
@@ -101,7 +104,8 @@ class LightweightKind(Kind):
 
     def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
         assert isinstance(plan, CompressionPlan)
-        return model.layer_scores(
+        lightweight: LightweightGemma2Reranker = model  # type: ignore[assignment]  # what load() returned
+        return lightweight.layer_scores(
             batch.input_ids,
             batch.attention_mask,
             batch.extras["query_lengths"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -38,7 +38,7 @@ class LLMKind(Kind):
 
     name = RerankerKind.DECODER_ONLY_BASE.value
     features = frozenset({PROMPT})
-    defaults: Mapping[str, Any] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
+    defaults: ClassVar[Mapping[str, Any]] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
     padding_side = "left"
     backends = ("torch", "openvino")
 
@@ -85,7 +85,7 @@ class AnswerLogit(ScoreModule):
         return answer_logit(self.model, hidden.last_hidden_state[:, -1], self.answer_id)  # (B,)
 
 
-def answer_logit(model: torch.nn.Module, hidden: torch.Tensor, token_id: int) -> torch.Tensor:
+def answer_logit(model: Any, hidden: torch.Tensor, token_id: int) -> torch.Tensor:
     """One row of the language-model head on ``hidden`` (B, H) -> (B,), with the model's final soft-capping."""
     head = model.get_output_embeddings()
     logit = hidden @ head.weight[token_id]  # (B,)

@@ -20,11 +20,13 @@ keep the transformers forward.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..compat import onednn_linear
@@ -48,7 +50,11 @@ _SUPPORTED = {
 def fast_bert_classifier(model: nn.Module) -> FastBertClassifier | None:
     """The lean twin of ``model``, or None when its class or configuration is one this module does not handle."""
     family = _SUPPORTED.get(type(model).__name__)
-    if family is None or type(model).__module__.split(".")[0] != "transformers":
+    if (
+        family is None
+        or not isinstance(model, PreTrainedModel)
+        or type(model).__module__.split(".")[0] != "transformers"
+    ):
         return None
     config = model.config
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
@@ -66,7 +72,7 @@ def fast_bert_classifier(model: nn.Module) -> FastBertClassifier | None:
 class FastBertClassifier(nn.Module):
     """Embeddings -> fused encoder layers (the last one for the first token only) -> the model's own head."""
 
-    def __init__(self, model: nn.Module, family: str) -> None:
+    def __init__(self, model: PreTrainedModel, family: str) -> None:
         super().__init__()
         base = getattr(model, model.base_model_prefix)
         self.config = model.config
@@ -78,7 +84,7 @@ class FastBertClassifier(nn.Module):
         onednn_linear()  # probe the fused CPU linear now (cached), not on the first batch
         if family == "bert":
             self.pooler = base.pooler  # dense + tanh on the first token
-        self.classifier = model.classifier
+        self.classifier = model.get_submodule("classifier")
 
     def forward(
         self,
@@ -133,22 +139,24 @@ def _linear(
 class FusedEncoderLayer(nn.Module):
     """One post-norm transformer layer with a single QKV projection; its other modules are the model's own."""
 
-    def __init__(self, layer: nn.Module, hidden_act: object) -> None:
+    def __init__(self, layer: Any, hidden_act: object) -> None:
+        """``layer``: a transformers BertLayer or one of its RoBERTa-family copies (typed loosely: the classes
+        differ per family, the attribute layout read here does not)."""
         super().__init__()
         attention = layer.attention.self
-        self.heads = attention.num_attention_heads
+        self.heads: int = attention.num_attention_heads
         projections = (attention.query, attention.key, attention.value)
         self.qkv_weight = nn.Parameter(
             torch.cat([p.weight.detach() for p in projections]), requires_grad=False
         )
         self.qkv_bias = nn.Parameter(torch.cat([p.bias.detach() for p in projections]), requires_grad=False)
-        self.attention_out = layer.attention.output.dense
-        self.attention_norm = layer.attention.output.LayerNorm
-        self.up = layer.intermediate.dense
-        self.activation = layer.intermediate.intermediate_act_fn
+        self.attention_out: nn.Linear = layer.attention.output.dense
+        self.attention_norm: nn.LayerNorm = layer.attention.output.LayerNorm
+        self.up: nn.Linear = layer.intermediate.dense
+        self.activation: Callable[[torch.Tensor], torch.Tensor] = layer.intermediate.intermediate_act_fn
         self.onednn_activation = _onednn_activation(hidden_act)
-        self.down = layer.output.dense
-        self.output_norm = layer.output.LayerNorm
+        self.down: nn.Linear = layer.output.dense
+        self.output_norm: nn.LayerNorm = layer.output.LayerNorm
 
     def forward(
         self, hidden: torch.Tensor, keep: torch.Tensor, first_token_only: bool = False

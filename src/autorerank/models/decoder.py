@@ -135,7 +135,9 @@ class GroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(width, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, width, bias=bias)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, *, last_only: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, *, last_only: bool = False
+    ) -> Tensor:
         """(B, T, H) -> (B, T, H), or (B, 1, H) with ``last_only``.
 
         ``cos``/``sin``: (T, D) or (B, 1, T, D); ``mask``: (B, 1, T, T), boolean (True = attend) or additive.

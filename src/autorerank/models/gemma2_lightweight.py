@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -196,8 +196,10 @@ class LightweightGemma2Reranker(PreTrainedModel):
     """The cost-wise Gemma2 reranker: a Gemma2 stack with one scalar head per valid cutoff layer."""
 
     config_class = CostWiseGemmaConfig
+    config: CostWiseGemmaConfig
     base_model_prefix = "model"
-    _no_split_modules: ClassVar[list[str]] = ["_DecoderLayer"]
+    # whole layers per device (device_map); transformers types it as an instance attribute but reads the class's
+    _no_split_modules: ClassVar[list[str]] = ["_DecoderLayer"]  # type: ignore[misc]
     _supports_sdpa = True
 
     def __init__(self, config: CostWiseGemmaConfig) -> None:
@@ -250,11 +252,15 @@ class LightweightGemma2Reranker(PreTrainedModel):
             if index in heads:
                 last_tokens[index] = _last_token(hidden, lengths)
             if index in compress_layers:
-                hidden, lengths = compress_passages(hidden, lengths, query_lengths, prompt_lengths, compress_ratio)
+                hidden, lengths = compress_passages(
+                    hidden, lengths, query_lengths, prompt_lengths, compress_ratio
+                )
                 inputs = _LayerInputs(self.config, lengths, hidden.shape[1], hidden.dtype)
             hidden = self.model.layers[index](hidden, inputs)
         last_tokens[heads[-1]] = _last_token(hidden, lengths)
-        scores = {layer: self._head_score(i, last_tokens[layer]) for i, layer in enumerate(heads)}  # each (B,)
+        scores = {
+            layer: self._head_score(i, last_tokens[layer]) for i, layer in enumerate(heads)
+        }  # each (B,)
         return torch.stack([scores[layer] for layer in cutoff_layers])  # (L, B)
 
     def _head_score(self, position: int, last: torch.Tensor) -> torch.Tensor:
@@ -307,4 +313,4 @@ def load_lightweight_model(
         cache_dir=cache_dir,
         **dtype_kwargs(dtype),
     )
-    return model
+    return cast(LightweightGemma2Reranker, model)  # load_pretrained returns nn.Module for any class

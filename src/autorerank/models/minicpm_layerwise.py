@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -107,9 +107,8 @@ class MiniCPMLayerwiseConfig(PretrainedConfig):
         # Training-time knobs of the reference that do not change inference maths.
         for unused in ("pretraining_tp", "use_cache", "attention_dropout"):
             kwargs.pop(unused, None)
-        super().__init__(
-            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
-        )
+        kwargs.update(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+        super().__init__(**kwargs)
 
 
 def head_dim(config: MiniCPMLayerwiseConfig) -> int:
@@ -161,8 +160,10 @@ class MiniCPMLayerwiseModel(PreTrainedModel):
     """MiniCPM decoder with one relevance head per cutoff layer; score with :meth:`layer_scores`."""
 
     config_class = MiniCPMLayerwiseConfig
+    config: MiniCPMLayerwiseConfig
     base_model_prefix = "model"
-    _no_split_modules: ClassVar[list[str]] = ["MiniCPMDecoderLayer"]  # whole layers per device (device_map)
+    # whole layers per device (device_map); transformers types it as an instance attribute but reads the class's
+    _no_split_modules: ClassVar[list[str]] = ["MiniCPMDecoderLayer"]  # type: ignore[misc]
     _supports_sdpa = True
 
     def __init__(self, config: MiniCPMLayerwiseConfig) -> None:
@@ -283,10 +284,11 @@ def load_layerwise_model(
     The caller has checked that ``config.json`` describes a MiniCPM layerwise reranker. Weights missing from the
     checkpoint raise ModelLoadError (a re-initialised head would give plausible-looking but meaningless scores).
     """
-    return load_pretrained(
+    model = load_pretrained(
         MiniCPMLayerwiseModel,
         name_or_path,
         kind="decoder-only-layerwise",
         cache_dir=cache_dir,
         **dtype_kwargs(dtype),
     )
+    return cast(MiniCPMLayerwiseModel, model)  # load_pretrained returns nn.Module for any class
