@@ -108,7 +108,10 @@ def test_a_model_class_that_does_not_fit_the_checkpoint_is_an_error(fixture, mod
 
 
 def test_kind_from_config_fields():
-    assert kind_from_config({"architectures": ["BertForSequenceClassification"]}) == RerankerKind.ENCODER_ONLY_BASE
+    assert (
+        kind_from_config({"architectures": ["BertForSequenceClassification"]})
+        == RerankerKind.ENCODER_ONLY_BASE
+    )
     assert kind_from_config({"architectures": ["Qwen2ForCausalLM"]}) == RerankerKind.DECODER_ONLY_BASE
     assert (
         kind_from_config({"model_type": "minicpm", "start_layer": 8}) == RerankerKind.DECODER_ONLY_LAYERWISE

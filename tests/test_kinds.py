@@ -53,7 +53,9 @@ class ToyKind(Kind):
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> TextTokenizer:
         return tokenizer
 
-    def encode(self, prepared: TextTokenizer, queries: list[str], passages: list[str], options: Options) -> Features:
+    def encode(
+        self, prepared: TextTokenizer, queries: list[str], passages: list[str], options: Options
+    ) -> Features:
         from autorerank.ragged import Ragged
 
         return Features(Ragged.concat([prepared.encode(queries, 8), prepared.encode(passages, 8)]))
@@ -82,8 +84,12 @@ def expected_scores(reranker, pairs):
     """The toy function computed by hand from the tokenizer: first 8 ids of each text, summed."""
     tokenizer = reranker.tokenizer.backend
     return [
-        1.5 * (sum(tokenizer.encode(q, add_special_tokens=False).ids[:8])
-               + sum(tokenizer.encode(p, add_special_tokens=False).ids[:8])) / 1000
+        1.5
+        * (
+            sum(tokenizer.encode(q, add_special_tokens=False).ids[:8])
+            + sum(tokenizer.encode(p, add_special_tokens=False).ids[:8])
+        )
+        / 1000
         for q, p in pairs
     ]
 

@@ -16,7 +16,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_option_table_is_the_generated_one():
     text = README.read_text(encoding="utf-8")
-    assert markdown_table() in text, "README's option table is stale: paste autorerank.options.markdown_table()"
+    assert markdown_table() in text, (
+        "README's option table is stale: paste autorerank.options.markdown_table()"
+    )
 
 
 def test_every_flag_sets_its_option_by_name():
@@ -66,5 +68,7 @@ def test_a_misspelt_option_names_the_closest_one(enc_path):
 def test_kind_defaults_override_the_table():
     llm = cached_reranker("llm/bge-reranker-v2-gemma")
     encoder = cached_reranker("enc/bge-reranker-v2-m3")
-    assert llm.options.query_instruction_for_rerank == "A: " and llm.options.prompt.startswith("Given a query A")
+    assert llm.options.query_instruction_for_rerank == "A: " and llm.options.prompt.startswith(
+        "Given a query A"
+    )
     assert encoder.options.query_instruction_for_rerank is None and "prompt" not in encoder.options

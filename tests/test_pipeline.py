@@ -35,7 +35,9 @@ def test_iter_scores_streams_chunks_in_order():
 def test_score_job_with_a_real_reranker_writes_compute_score_values(tmp_path):
     reranker = cached_reranker("enc/bge-reranker-v2-m3")
     source = tmp_path / "pairs.jsonl"
-    source.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS), encoding="utf-8")
+    source.write_text(
+        "".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS), encoding="utf-8"
+    )
     job = plan_score_job(source, tmp_path / "scores.jsonl", fmt="jsonl")
     assert score_pair_file(reranker, job, chunk_size=3, progress=False).scored == len(PAIRS)
     written = [json.loads(line)["score"] for line in (tmp_path / "scores.jsonl").read_text().splitlines()]

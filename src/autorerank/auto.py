@@ -49,7 +49,9 @@ class AutoReranker:
         path = normalize_model_path(model_name_or_path)
         kind, reason = detect_kind(path, model_class, cache_dir=kwargs.get("cache_dir"))
         logger.info("Loading %s as %s (%s)", path, kind, reason)
-        reranker = reranker_class(kind)(path, use_fp16=use_fp16, trust_remote_code=bool(trust_remote_code), **kwargs)
+        reranker = reranker_class(kind)(
+            path, use_fp16=use_fp16, trust_remote_code=bool(trust_remote_code), **kwargs
+        )
         reranker.detected_by = reason
         return reranker
 

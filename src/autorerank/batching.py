@@ -97,8 +97,8 @@ def collate(features: Features, rows: np.ndarray, *, pad_id: int, side: str, dev
     input_ids, mask = features.input_ids.pad(rows, pad_id, side)
     token_type_ids = None
     if features.token_type_ids is not None:
-        token_type_ids, _ = features.token_type_ids.pad(rows, 0, side)
-        token_type_ids = torch.from_numpy(token_type_ids).to(device)
+        type_ids, _ = features.token_type_ids.pad(rows, 0, side)
+        token_type_ids = torch.from_numpy(type_ids).to(device)
     return Batch(
         input_ids=torch.from_numpy(input_ids).to(device),
         attention_mask=torch.from_numpy(mask).to(device),

@@ -45,7 +45,9 @@ RankedRun = dict[str, list[tuple[str, float]]]
 
 
 class Scorer(Protocol):
-    def iter_scores(self, chunks: Iterable[list[tuple[str, str]]], **options: Any) -> Iterator[np.ndarray]: ...
+    def iter_scores(
+        self, chunks: Iterable[list[tuple[str, str]]], **options: Any
+    ) -> Iterator[np.ndarray]: ...
 
     def scores_per_pair(self, **options: Any) -> int: ...
 
@@ -185,7 +187,9 @@ def _score_heads(
 ) -> dict[str, list[float]]:
     """Score each query's head in chunks of whole queries (one query may exceed a chunk)."""
     if scorer.scores_per_pair() != 1:
-        raise InvalidOptionError("Reranking needs one score per document: pass a single --cutoff-layers value.")
+        raise InvalidOptionError(
+            "Reranking needs one score per document: pass a single --cutoff-layers value."
+        )
     groups = list(_query_groups(heads, chunk_size))
     chunks = ([(queries[q], corpus[entry.doc_id]) for q in group for entry in heads[q]] for group in groups)
     scores: dict[str, list[float]] = {}

@@ -9,15 +9,11 @@ from typing import Any
 
 import torch
 
-from .compat import (
-    dtype_kwargs,  # re-exported: modules still import it from here
-    quiet_weight_loading,
-)
+from .compat import quiet_weight_loading
 from .errors import ModelLoadError
 from .optional import require
 
 __all__ = [
-    "dtype_kwargs",
     "is_local",
     "load_pretrained",
     "merge_peft",

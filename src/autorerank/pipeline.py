@@ -40,7 +40,9 @@ class UniquePairs:
 def unique_pairs(queries: Sequence[str], passages: Sequence[str]) -> UniquePairs:
     index: dict[tuple[str, str], int] = {}
     inverse = np.fromiter(
-        (index.setdefault(pair, len(index)) for pair in zip(queries, passages)), dtype=np.int64, count=len(queries)
+        (index.setdefault(pair, len(index)) for pair in zip(queries, passages)),
+        dtype=np.int64,
+        count=len(queries),
     )
     return UniquePairs([pair[0] for pair in index], [pair[1] for pair in index], inverse)
 

@@ -45,7 +45,9 @@ class _Reply:
 class WorkerPool:
     """Worker processes, one per device, each holding its own copy of the model."""
 
-    def __init__(self, reranker_class: type, model_name_or_path: str, options: dict[str, Any], devices: list[str]) -> None:
+    def __init__(
+        self, reranker_class: type, model_name_or_path: str, options: dict[str, Any], devices: list[str]
+    ) -> None:
         context = mp.get_context("spawn")
         self._results = context.Queue()
         self._inboxes = [context.Queue() for _ in devices]
@@ -87,7 +89,9 @@ class WorkerPool:
             call = next(self._calls)
             ranks = set()
             for rank, start in enumerate(range(0, len(queries), size)):
-                self._inboxes[rank].put((call, queries[start : start + size], passages[start : start + size], options))
+                self._inboxes[rank].put(
+                    (call, queries[start : start + size], passages[start : start + size], options)
+                )
                 ranks.add(rank)
             try:
                 results = self._collect(call, ranks, _RESULT)
@@ -133,11 +137,18 @@ class WorkerPool:
         for rank in waiting:
             worker = self._workers[rank]
             if not worker.is_alive():
-                raise WorkerError(f"Worker {worker.name} died (exit code {worker.exitcode}) before answering.")
+                raise WorkerError(
+                    f"Worker {worker.name} died (exit code {worker.exitcode}) before answering."
+                )
 
 
 def _serve(
-    reranker_class: type, model_name_or_path: str, options: dict[str, Any], inbox: Any, results: Any, rank: int
+    reranker_class: type,
+    model_name_or_path: str,
+    options: dict[str, Any],
+    inbox: Any,
+    results: Any,
+    rank: int,
 ) -> None:
     """Worker main loop. Any failure is reported to the caller with its traceback, never swallowed."""
     try:
@@ -150,6 +161,8 @@ def _serve(
     while (job := inbox.get()) is not None:
         call, queries, passages, call_options = job
         try:
-            results.put(_Reply(rank, call, _RESULT, reranker._score_instructed(queries, passages, call_options)))
+            results.put(
+                _Reply(rank, call, _RESULT, reranker._score_instructed(queries, passages, call_options))
+            )
         except Exception:  # noqa: BLE001 - reported to the caller, who raises it
             results.put(_Reply(rank, call, _FAILED, traceback.format_exc()))

@@ -63,7 +63,9 @@ class Ragged:
     @staticmethod
     def concat(parts: Sequence[Ragged]) -> Ragged:
         """Row-wise concatenation: row ``i`` of the result is every part's row ``i`` in turn."""
-        lengths = sum(part.lengths for part in parts)
+        lengths = np.zeros(len(parts[0]), dtype=np.int64)  # (rows,)
+        for part in parts:
+            lengths += part.lengths
         offsets = _offsets(lengths)
         flat = np.empty(int(offsets[-1]), dtype=np.int64)
         start_in_row = np.zeros(len(lengths), dtype=np.int64)

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from .kinds.base import Kind
     from .reranker import Reranker
 
-__all__ = ["KNOWN_MODELS", "RerankerKind", "kind_named", "register_kind", "registered_kinds", "reranker_class"]
+__all__ = [
+    "KNOWN_MODELS",
+    "RerankerKind",
+    "kind_named",
+    "register_kind",
+    "registered_kinds",
+    "reranker_class",
+]
 
 
 class RerankerKind(str, Enum):

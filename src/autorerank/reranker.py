@@ -46,7 +46,9 @@ class Reranker:
         kind = kind_named(self.kind)
         self._kind: Kind = kind
         self._given = dict(options)
-        self.options: Options = constructor_options(type(self).__name__, kind.features, kind.defaults, options)
+        self.options: Options = constructor_options(
+            type(self).__name__, kind.features, kind.defaults, options
+        )
         settings = self.options
         self.model_name_or_path = normalize_model_path(model_name_or_path)
         self.devices = resolve_devices(settings.devices)
@@ -59,7 +61,9 @@ class Reranker:
             settings.passage_instruction_for_rerank,
             settings.passage_instruction_format,
         )
-        source = ModelSource(self.model_name_or_path, self.dtype, settings.cache_dir, settings.trust_remote_code)
+        source = ModelSource(
+            self.model_name_or_path, self.dtype, settings.cache_dir, settings.trust_remote_code
+        )
         self.config = read_json(source.path, "config.json", source.cache_dir)
         kind.check_checkpoint(source, self.config)
         self._plan = kind.plan(self.config, self.options)  # the constructor's options, checked once
@@ -202,7 +206,9 @@ class Reranker:
         plan = self._plan if call is self.options else self._kind.plan(self.config, call)
         return call, plan
 
-    def _score_chunks(self, chunks: Iterable[TextChunk], options: Options, plan: Plan, bar: tqdm) -> Iterator[np.ndarray]:
+    def _score_chunks(
+        self, chunks: Iterable[TextChunk], options: Options, plan: Plan, bar: tqdm
+    ) -> Iterator[np.ndarray]:
         if self._engine is not None:
             return self._engine.score_chunks(chunks, options, plan, bar)
         pool = self._worker_pool()
@@ -213,12 +219,16 @@ class Reranker:
         assert self._engine is not None, "worker rerankers have one device"
         plan = self._plan if options is self.options else self._kind.plan(self.config, options)
         with self._progress(0, options.replace({"show_progress": False})) as bar:
-            return np.concatenate(list(self._engine.score_chunks(chunked(queries, passages), options, plan, bar)), axis=1)
+            return np.concatenate(
+                list(self._engine.score_chunks(chunked(queries, passages), options, plan, bar)), axis=1
+            )
 
     def _progress(self, total: int, options: Options) -> tqdm:
         show = options.show_progress
         many = total > options.batch_size
-        return tqdm(total=total, unit="pairs", desc="Scoring", disable=(not many) if show is None else not show)
+        return tqdm(
+            total=total, unit="pairs", desc="Scoring", disable=(not many) if show is None else not show
+        )
 
     def _worker_pool(self) -> Any:
         if self._pool is None or self._pool.closed:

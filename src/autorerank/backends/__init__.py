@@ -18,7 +18,9 @@ from .base import Runtime, RuntimeInfo, check_cpu_devices
 __all__ = ["Runtime", "RuntimeInfo", "build_runtime", "check_backend"]
 
 
-def check_backend(kind: Kind, backend: str, quantize: str | None, onnx_dir: str | None, devices: list[str]) -> None:
+def check_backend(
+    kind: Kind, backend: str, quantize: str | None, onnx_dir: str | None, devices: list[str]
+) -> None:
     """Refuse a (kind, backend, quantize, device) combination before anything slow is loaded."""
     if backend not in kind.backends:
         raise InvalidOptionError(
@@ -26,9 +28,13 @@ def check_backend(kind: Kind, backend: str, quantize: str | None, onnx_dir: str 
             f"choose one of {', '.join(map(repr, kind.backends))}."
         )
     if quantize is not None and backend == "torch":
-        raise InvalidOptionError(f"quantize={quantize!r} needs backend='openvino' (most accurate) or backend='onnx'.")
+        raise InvalidOptionError(
+            f"quantize={quantize!r} needs backend='openvino' (most accurate) or backend='onnx'."
+        )
     if onnx_dir is not None and backend != "onnx":
-        raise InvalidOptionError("onnx_dir is where backend='onnx' keeps its exports; it needs backend='onnx'.")
+        raise InvalidOptionError(
+            "onnx_dir is where backend='onnx' keeps its exports; it needs backend='onnx'."
+        )
     if backend != "torch":
         check_cpu_devices(devices, backend)
 

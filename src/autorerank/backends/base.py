@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class RuntimeInfo:
     """What a runtime runs, for ``reranker.info`` and the server's ``/info``."""
@@ -87,7 +86,10 @@ class ExportedRuntime(ABC):
 
     def score(self, batch: Batch, plan: Plan) -> torch.Tensor:
         given = batch.model_inputs()
-        feeds = {name: _as_int64_array(given.get(name, torch.zeros_like(batch.input_ids))) for name in self.input_names}
+        feeds = {
+            name: _as_int64_array(given.get(name, torch.zeros_like(batch.input_ids)))
+            for name in self.input_names
+        }
         return torch.from_numpy(np.asarray(self.run(feeds), dtype=np.float32).reshape(1, -1))  # (1, B)
 
     def describe(self) -> RuntimeInfo:

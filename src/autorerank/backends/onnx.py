@@ -24,7 +24,11 @@ _PURPOSE = "backend='onnx'"
 
 
 def load_onnx_runtime(
-    module: ScoreModule, model_name_or_path: str, *, quantize: str | None, onnx_dir: str | os.PathLike[str] | None
+    module: ScoreModule,
+    model_name_or_path: str,
+    *,
+    quantize: str | None,
+    onnx_dir: str | os.PathLike[str] | None,
 ) -> OnnxRuntime:
     """The ONNX Runtime twin of a loaded (and PEFT-merged) float32 score module.
 

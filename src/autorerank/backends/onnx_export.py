@@ -70,7 +70,7 @@ def export_folder(model: ScoreModule, model_name_or_path: str, root: Path) -> Pa
     return root / f"{name}-{_fingerprint(model)}"
 
 
-def _fingerprint(model: torch.nn.Module) -> str:
+def _fingerprint(model: ScoreModule) -> str:
     ort = require("onnxruntime", "onnx", "backend='onnx'")
     import transformers
 

@@ -54,7 +54,9 @@ def load_openvino_runtime(module: ScoreModule, *, quantize: str | None) -> OpenV
         )
     if quantize == "int8":
         logger.info("int8 weights for %d linear layers", _int8_weights(ov, converted))
-        runtime = OpenVinoRuntime(module, core.compile_model(converted, "CPU", _compile_config(quantize)), quantize)
+        runtime = OpenVinoRuntime(
+            module, core.compile_model(converted, "CPU", _compile_config(quantize)), quantize
+        )
     return runtime
 
 
@@ -129,7 +131,9 @@ class OpenVinoRuntime(ExportedRuntime):
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         result = self._request.infer(feeds)
-        return np.array(result[self.compiled.output(0)], dtype=np.float32)  # a copy: the request reuses its buffer
+        return np.array(
+            result[self.compiled.output(0)], dtype=np.float32
+        )  # a copy: the request reuses its buffer
 
     def run_known(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """``run`` on the inputs this model takes, dropping others (for checks fed every possible input)."""

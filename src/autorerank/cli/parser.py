@@ -8,7 +8,7 @@ as its ``dest``; :func:`model_kwargs` reads them back. A flag left out passes no
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..evaluation import DEFAULT_MEASURES
@@ -86,6 +86,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that keeps its subcommand parsers by name."""
+
+    _subcommands: Mapping[str, argparse.ArgumentParser]
 
     def subcommand(self, name: str) -> argparse.ArgumentParser:
         return self._subcommands[name]

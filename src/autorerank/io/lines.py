@@ -53,7 +53,7 @@ def _open_binary(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         return
     opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        handle = opener(path, "rb")
+        handle: IO[bytes] = opener(path, "rb")  # type: ignore[assignment]  # GzipFile is a binary IO
     except FileNotFoundError:
         raise InputFileError(path, None, "no such file") from None
     except IsADirectoryError:

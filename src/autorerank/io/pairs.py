@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputFileError
@@ -135,7 +135,7 @@ def _is_header(columns: list[str]) -> bool:
     return tuple(cell.strip().lower() for cell in columns) == _HEADER
 
 
-def _checked_pair(path: str | os.PathLike[str], number: int, values: list[object]) -> Pair:
+def _checked_pair(path: str | os.PathLike[str], number: int, values: Sequence[object]) -> Pair:
     for name, value in zip(_HEADER, values):
         if not isinstance(value, str):
             raise InputFileError(path, number, f"the {name} must be a string, found {type(value).__name__}")

@@ -58,7 +58,9 @@ class ScoreModule(torch.nn.Module):
     the torch runtime can run and other runtimes trace. ``model`` is the loaded model, ``input_names`` the
     inputs ``forward`` reads, ``padding_side`` where its batches are padded."""
 
-    def __init__(self, model: torch.nn.Module, input_names: tuple[str, ...], padding_side: str = "right") -> None:
+    def __init__(
+        self, model: torch.nn.Module, input_names: tuple[str, ...], padding_side: str = "right"
+    ) -> None:
         super().__init__()
         self.model: Any = model  # a transformers model: attributes typed by convention, not by stubs
         self.config: Any = model.config

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from ..batching import Batch, Features
+from ..compat import dtype_kwargs
 from ..errors import ModelLoadError
-from ..loading import dtype_kwargs, load_pretrained
+from ..loading import load_pretrained
 from ..options import Options, passage_limit, query_limit
 from ..ragged import Ragged
 from ..registry import RerankerKind, register_kind
@@ -63,7 +64,9 @@ class EncoderKind(Kind):
         takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
         return PairLayout(tokenizer, tokenizer.pair_template(), takes_types)
 
-    def encode(self, prepared: PairLayout, queries: list[str], passages: list[str], options: Options) -> Features:
+    def encode(
+        self, prepared: PairLayout, queries: list[str], passages: list[str], options: Options
+    ) -> Features:
         tokenizer, template, n = prepared.tokenizer, prepared.template, len(queries)
         query_ids = tokenizer.encode(queries, query_limit(options))
         passage_ids = tokenizer.encode(passages, passage_limit(options))
@@ -108,10 +111,15 @@ class _Logit(ScoreModule):
     """The classifier's one logit per row."""
 
     def __init__(self, model: torch.nn.Module, token_types: bool) -> None:
-        super().__init__(model, ("input_ids", "attention_mask") + (("token_type_ids",) if token_types else ()))
+        super().__init__(
+            model, ("input_ids", "attention_mask") + (("token_type_ids",) if token_types else ())
+        )
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:

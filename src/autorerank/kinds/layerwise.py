@@ -50,7 +50,9 @@ class LayerWiseKind(Kind):
 
     def matches(self, config: Mapping[str, Any]) -> bool:
         architectures = " ".join(config.get("architectures") or [])
-        return "LayerWise" in architectures or (config.get("model_type") == "minicpm" and "start_layer" in config)
+        return "LayerWise" in architectures or (
+            config.get("model_type") == "minicpm" and "start_layer" in config
+        )
 
     def check_checkpoint(self, source: ModelSource, config: Mapping[str, Any]) -> None:
         if not self.matches(config):
@@ -77,7 +79,9 @@ class LayerWiseKind(Kind):
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
         return prompt_tokens(tokenizer)
 
-    def encode(self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options) -> Features:
+    def encode(
+        self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options
+    ) -> Features:
         return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
     def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:

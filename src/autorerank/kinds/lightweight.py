@@ -78,20 +78,26 @@ class LightweightKind(Kind):
             layers = check_layers(options.cutoff_layers, valid_cutoff_layers(model_config), rule)
         compress_at = options.compress_layers or ()
         if any(layer < 0 for layer in compress_at):
-            raise InvalidOptionError(f"compress_layers must be layer indices >= 0, got {list(compress_at)!r}.")
+            raise InvalidOptionError(
+                f"compress_layers must be layer indices >= 0, got {list(compress_at)!r}."
+            )
         # Layer 0 is never compressed (the embeddings are not pooled), and layers at or past the deepest cutoff
         # never come, as in the reference; so the default [8] fits models of any depth.
         ratio = options.compress_ratio
         return CompressionPlan(
             layers=layers,
-            compress_layers=frozenset(layer for layer in compress_at if 0 < layer < depth) if ratio > 1 else frozenset(),
+            compress_layers=frozenset(layer for layer in compress_at if 0 < layer < depth)
+            if ratio > 1
+            else frozenset(),
             compress_ratio=ratio,
         )
 
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
         return prompt_tokens(tokenizer)
 
-    def encode(self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options) -> Features:
+    def encode(
+        self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options
+    ) -> Features:
         """The LLM layout, plus where each passage sits: after ``query_lengths`` tokens, before ``prompt_lengths``."""
         parts = assemble_prompt(prepared, queries, passages, options)
         # The separator opens the body; a body cut shorter than it (only possible with a multi-token separator)

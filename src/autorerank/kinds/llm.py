@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..batching import Batch, Features
-from ..loading import dtype_kwargs, load_pretrained
+from ..compat import dtype_kwargs
+from ..loading import load_pretrained
 from ..options import PROMPT, Options
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
@@ -60,7 +61,9 @@ class LLMKind(Kind):
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
         return prompt_tokens(tokenizer)
 
-    def encode(self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options) -> Features:
+    def encode(
+        self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options
+    ) -> Features:
         return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
     def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:

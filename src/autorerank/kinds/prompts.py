@@ -49,7 +49,9 @@ def prompt_tokens(tokenizer: TextTokenizer, answer: str = "Yes") -> PromptTokens
     )
 
 
-def assemble_prompt(tokens: PromptTokens, queries: list[str], passages: list[str], options: Options) -> PromptParts:
+def assemble_prompt(
+    tokens: PromptTokens, queries: list[str], passages: list[str], options: Options
+) -> PromptParts:
     """Tokenize and lay out pairs as FlagEmbedding's LLM rerankers do."""
     tokenizer, n = tokens.tokenizer, len(queries)
     prompt = tuple(tokenizer.ids(options.prompt))
