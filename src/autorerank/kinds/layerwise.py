@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..batching import Batch, Features
+from ..batching import Batch
 from ..errors import InvalidOptionError, ModelLoadError
 from ..options import LAYERS, PROMPT, Options
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
-from ..tokenization import TextTokenizer
-from .base import Kind, ModelSource, Plan
-from .llm import BASE_PROMPT, LLM_INSTRUCTIONS
-from .prompts import PromptTokens, assemble_prompt, prompt_tokens
+from .base import ModelSource, Plan
+from .llm import BASE_PROMPT
+from .prompts import LLM_INSTRUCTIONS, PromptKind
 
 if TYPE_CHECKING:
     from ..models.minicpm_layerwise import MiniCPMLayerwiseModel
@@ -39,13 +38,12 @@ def check_layers(requested: Sequence[int], valid: Sequence[int], rule: str) -> t
     return tuple(requested)
 
 
-class LayerWiseKind(Kind):
+class LayerWiseKind(PromptKind):
     """MiniCPM with one score head per layer from ``start_layer`` on; layers after the deepest cutoff never run."""
 
     name = RerankerKind.DECODER_ONLY_LAYERWISE.value
     features = frozenset({PROMPT, LAYERS})
     defaults: ClassVar[Mapping[str, Any]] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
-    padding_side = "left"
     detection_priority = 10
 
     def matches(self, config: Mapping[str, Any]) -> bool:
@@ -75,14 +73,6 @@ class LayerWiseKind(Kind):
             return Plan(layers=(valid[-1],))
         rule = f"integers from {valid[0]} to {valid[-1]}"
         return Plan(layers=check_layers(options.cutoff_layers, valid, rule))
-
-    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
-        return prompt_tokens(tokenizer)
-
-    def encode(
-        self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options
-    ) -> Features:
-        return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
     def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
         layerwise: MiniCPMLayerwiseModel = model  # type: ignore[assignment]  # what load() returned

@@ -18,11 +18,9 @@ from ..errors import InvalidOptionError
 from ..options import COMPRESSION, LAYERS, PROMPT, Options
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
-from ..tokenization import TextTokenizer
-from .base import Kind, ModelSource, Plan
+from .base import ModelSource, Plan
 from .layerwise import check_layers
-from .llm import LLM_INSTRUCTIONS
-from .prompts import PromptTokens, assemble_prompt, prompt_tokens
+from .prompts import LLM_INSTRUCTIONS, PromptKind, PromptTokens, assemble_prompt
 
 if TYPE_CHECKING:
     from ..models.gemma2_lightweight import LightweightGemma2Reranker
@@ -40,7 +38,7 @@ class CompressionPlan(Plan):
     compress_ratio: int = 1
 
 
-class LightweightKind(Kind):
+class LightweightKind(PromptKind):
     """Gemma2 with a score head every ``layer_sep`` layers from ``start_layer``; passages can be mean-pooled in
     groups of ``compress_ratio`` tokens before ``compress_layers`` (query and prompt stay whole)."""
 
@@ -91,9 +89,6 @@ class LightweightKind(Kind):
             else frozenset(),
             compress_ratio=ratio,
         )
-
-    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
-        return prompt_tokens(tokenizer)
 
     def encode(
         self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options

@@ -7,30 +7,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..batching import Batch, Features
+from ..batching import Batch
 from ..compat import dtype_kwargs
 from ..loading import load_pretrained
-from ..options import PROMPT, Options
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
-from ..tokenization import TextTokenizer
-from .base import Kind, ModelSource, Plan, ScoreModule
-from .prompts import PromptTokens, assemble_prompt, prompt_tokens
+from .base import ModelSource, Plan, ScoreModule
+from .prompts import LLM_INSTRUCTIONS, PromptKind, PromptTokens
 
-__all__ = ["BASE_PROMPT", "LLM_INSTRUCTIONS", "LLMKind", "LLMReranker", "answer_logit"]
+__all__ = ["BASE_PROMPT", "LLMKind", "LLMReranker", "answer_logit"]
 
 BASE_PROMPT = (
     "Given a query A and a passage B, determine whether the passage contains an answer to the query "
     "by providing a prediction of either 'Yes' or 'No'."
 )
-# FlagEmbedding's LLM rerankers put these before query and passage (None removes them).
-LLM_INSTRUCTIONS: Mapping[str, Any] = {
-    "query_instruction_for_rerank": "A: ",
-    "passage_instruction_for_rerank": "B: ",
-}
 
 
-class LLMKind(Kind):
+class LLMKind(PromptKind):
     """``[bos] A: query \\n B: passage \\n prompt`` through a causal LM; the score is the "Yes" logit at the end.
 
     Only that one logit is computed: the language-model head runs on the last hidden state and only for the
@@ -38,9 +31,7 @@ class LLMKind(Kind):
     """
 
     name = RerankerKind.DECODER_ONLY_BASE.value
-    features = frozenset({PROMPT})
     defaults: ClassVar[Mapping[str, Any]] = {**LLM_INSTRUCTIONS, "prompt": BASE_PROMPT}
-    padding_side = "left"
     backends = ("torch", "openvino")
 
     def matches(self, config: Mapping[str, Any]) -> bool:
@@ -57,14 +48,6 @@ class LLMKind(Kind):
             trust_remote_code=source.trust_remote_code,
             **dtype_kwargs(source.dtype),
         )
-
-    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
-        return prompt_tokens(tokenizer)
-
-    def encode(
-        self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options
-    ) -> Features:
-        return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
     def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
         return model(batch.input_ids, batch.attention_mask)[None]  # (1, B)

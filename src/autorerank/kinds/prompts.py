@@ -7,13 +7,32 @@ that the pair fits ``max_length`` (separator and prompt not counted).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from ..options import Options, passage_limit, query_limit
+import torch
+
+from ..batching import Features
+from ..options import PROMPT, Options, passage_limit, query_limit
 from ..ragged import Ragged
 from ..tokenization import TextTokenizer, truncate_second
+from .base import Kind
 
-__all__ = ["PromptParts", "PromptTokens", "assemble_prompt", "prompt_tokens"]
+__all__ = [
+    "LLM_INSTRUCTIONS",
+    "PromptKind",
+    "PromptParts",
+    "PromptTokens",
+    "assemble_prompt",
+    "prompt_tokens",
+]
+
+# FlagEmbedding's LLM rerankers put these before query and passage (None removes them).
+LLM_INSTRUCTIONS: Mapping[str, Any] = {
+    "query_instruction_for_rerank": "A: ",
+    "passage_instruction_for_rerank": "B: ",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,21 @@ def prompt_tokens(tokenizer: TextTokenizer, answer: str = "Yes") -> PromptTokens
         separator=tuple(tokenizer.ids("\n")),
         answer_id=tokenizer.ids(answer)[0],
     )
+
+
+class PromptKind(Kind):
+    """The ``prepare`` and ``encode`` hooks of kinds that read the LLM prompt layout unchanged."""
+
+    features: ClassVar[frozenset[str]] = frozenset({PROMPT})
+    padding_side: ClassVar[str] = "left"  # the answer is read at the last position
+
+    def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PromptTokens:
+        return prompt_tokens(tokenizer)
+
+    def encode(
+        self, prepared: PromptTokens, queries: list[str], passages: list[str], options: Options
+    ) -> Features:
+        return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
 
 def assemble_prompt(

@@ -308,7 +308,7 @@ def load_lightweight_model(
     model = load_pretrained(
         LightweightGemma2Reranker,
         name_or_path,
-        kind="decoder-only-lightweight",
+        kind=LightweightGemma2Reranker.__name__,
         config=config,
         cache_dir=cache_dir,
         **dtype_kwargs(dtype),

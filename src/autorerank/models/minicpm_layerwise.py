@@ -287,7 +287,7 @@ def load_layerwise_model(
     model = load_pretrained(
         MiniCPMLayerwiseModel,
         name_or_path,
-        kind="decoder-only-layerwise",
+        kind=MiniCPMLayerwiseModel.__name__,
         cache_dir=cache_dir,
         **dtype_kwargs(dtype),
     )
