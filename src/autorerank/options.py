@@ -150,6 +150,7 @@ _INT = {"type": positive_int_text, "metavar": "N"}
 _SWITCH = {"action": "store_true"}
 _TEXT = {"metavar": "TEXT"}
 _PATH = {"metavar": "PATH"}
+_FORMAT = {"metavar": "FORMAT"}
 _LAYERS_CLI = {"type": int, "nargs": "+", "metavar": "LAYER"}
 
 
@@ -173,236 +174,71 @@ class Option:
         return self.feature is None or self.feature in features
 
 
+# fmt: off
+# A table reads best one row at a time: kept in this layout by hand.
 OPTIONS: tuple[Option, ...] = (
     # --- loading: set once, at construction
-    Option(
-        "model_class",
-        None,
-        "the kind, instead of detecting it (`from_finetuned` only)",
-        flag="--model-class",
-        cli={"choices": [kind.value for kind in RerankerKind], "metavar": "KIND"},
-    ),
-    Option(
-        "use_fp16",
-        False,
-        "float16 weights and activations (GPU; refused on CPU with a warning)",
-        _flag,
-        flag="--fp16",
-        cli=_SWITCH,
-    ),
-    Option(
-        "use_bf16", False, "bfloat16 weights and activations (CPU and GPU)", _flag, flag="--bf16", cli=_SWITCH
-    ),
-    Option(
-        "peft_path",
-        None,
-        "a PEFT/LoRA adapter merged into the weights at load (`autorerank[peft]`)",
-        _optional_text,
-        flag="--peft-path",
-        cli=_PATH,
-    ),
-    Option(
-        "devices",
-        None,
-        '`None` (every CUDA device, else the CPU), `"cpu"`, `0`, `["cuda:0", "cuda:1"]`; '
-        "several devices score in one worker process each",
-        flag="--device",
-        cli={"action": "append", "metavar": "DEVICE"},
-    ),
-    Option(
-        "cache_dir", None, "where hub checkpoints are cached", _optional_text, flag="--cache-dir", cli=_PATH
-    ),
-    Option(
-        "trust_remote_code",
-        False,
-        "let transformers run the checkpoint's own Python code",
-        _flag,
-        flag="--trust-remote-code",
-        cli=_SWITCH,
-    ),
-    Option(
-        "backend",
-        "torch",
-        "the runtime: `torch`, `onnx` or `openvino` (CPU); each kind lists the ones it supports",
-        _one_of(*BACKENDS),
-        flag="--backend",
-        cli={"choices": BACKENDS, "metavar": "RUNTIME"},
-    ),
-    Option(
-        "quantize",
-        None,
-        "`int8` on the onnx and openvino backends",
-        _one_of(None, *QUANTIZE_SCHEMES),
-        flag="--quantize",
-        cli={"choices": QUANTIZE_SCHEMES, "metavar": "SCHEME"},
-    ),
-    Option(
-        "onnx_dir",
-        None,
-        "where the onnx backend keeps its exports (default `~/.cache/autorerank/onnx`)",
-        _optional_text,
-        flag="--onnx-dir",
-        cli=_PATH,
-    ),
-    Option(
-        "query_instruction_for_rerank",
-        None,
-        "text put before each query",
-        _optional_text,
-        flag="--query-instruction",
-        cli=_TEXT,
-        default_text='`None` (LLM kinds: `"A: "`; pass None to remove)',
-    ),
-    Option(
-        "query_instruction_format",
-        "{}{}",
-        "how instruction and query join (a literal `\\n` is a newline)",
-        _instruction_format,
-        flag="--query-instruction-format",
-        cli={"metavar": "FORMAT"},
-    ),
-    Option(
-        "passage_instruction_for_rerank",
-        None,
-        "text put before each passage",
-        _optional_text,
-        flag="--passage-instruction",
-        cli=_TEXT,
-        default_text='`None` (LLM kinds: `"B: "`; pass None to remove)',
-    ),
-    Option(
-        "passage_instruction_format",
-        "{}{}",
-        "how instruction and passage join",
-        _instruction_format,
-        flag="--passage-instruction-format",
-        cli={"metavar": "FORMAT"},
-    ),
+    Option("model_class", None, "the kind, instead of detecting it (`from_finetuned` only)", flag="--model-class",
+           cli={"choices": [kind.value for kind in RerankerKind], "metavar": "KIND"}),
+    Option("use_fp16", False, "float16 weights and activations (GPU; refused on CPU with a warning)", _flag,
+           flag="--fp16", cli=_SWITCH),
+    Option("use_bf16", False, "bfloat16 weights and activations (CPU and GPU)", _flag, flag="--bf16", cli=_SWITCH),
+    Option("peft_path", None, "a PEFT/LoRA adapter merged into the weights at load (`autorerank[peft]`)",
+           _optional_text, flag="--peft-path", cli=_PATH),
+    Option("devices", None, "`None` (every CUDA device, else the CPU), `\"cpu\"`, `0`, `[\"cuda:0\", \"cuda:1\"]`; "
+           "several devices score in one worker process each", flag="--device",
+           cli={"action": "append", "metavar": "DEVICE"}),
+    Option("cache_dir", None, "where hub checkpoints are cached", _optional_text, flag="--cache-dir", cli=_PATH),
+    Option("trust_remote_code", False, "let transformers run the checkpoint's own Python code", _flag,
+           flag="--trust-remote-code", cli=_SWITCH),
+    Option("backend", "torch", "the runtime: `torch`, `onnx` or `openvino` (CPU); each kind lists the ones it "
+           "supports", _one_of(*BACKENDS), flag="--backend", cli={"choices": BACKENDS, "metavar": "RUNTIME"}),
+    Option("quantize", None, "`int8` on the onnx and openvino backends", _one_of(None, *QUANTIZE_SCHEMES),
+           flag="--quantize", cli={"choices": QUANTIZE_SCHEMES, "metavar": "SCHEME"}),
+    Option("onnx_dir", None, "where the onnx backend keeps its exports (default `~/.cache/autorerank/onnx`)",
+           _optional_text, flag="--onnx-dir", cli=_PATH),
+    Option("query_instruction_for_rerank", None, "text put before each query", _optional_text,
+           flag="--query-instruction", cli=_TEXT,
+           default_text="`None` (LLM kinds: `\"A: \"`; pass None to remove)"),
+    Option("query_instruction_format", "{}{}", "how instruction and query join (a literal `\\n` is a newline)",
+           _instruction_format, flag="--query-instruction-format", cli=_FORMAT),
+    Option("passage_instruction_for_rerank", None, "text put before each passage", _optional_text,
+           flag="--passage-instruction", cli=_TEXT,
+           default_text="`None` (LLM kinds: `\"B: \"`; pass None to remove)"),
+    Option("passage_instruction_format", "{}{}", "how instruction and passage join", _instruction_format,
+           flag="--passage-instruction-format", cli=_FORMAT),
     # --- scoring: constructor defaults that compute_score(..., name=value) overrides per call
-    Option(
-        "batch_size",
-        128,
-        "most pairs in one forward pass",
-        _positive_int,
-        per_call=True,
-        flag="--batch-size",
-        cli=_INT,
-    ),
-    Option(
-        "max_batch_tokens",
-        AUTO,
-        'most padded tokens in one forward pass, batches filled by length under it; `"auto"`: '
-        "16384 on GPUs, on CPUs the widest activation near 16 MiB (2730 tokens for MiniLM-L6, 1365 for a base "
-        "model: 15-40% faster than large batches); `None`: no budget",
-        _batch_tokens,
-        per_call=True,
-        flag="--max-batch-tokens",
-        cli={"type": batch_tokens_text, "metavar": "N|auto|none"},
-    ),
-    Option(
-        "max_length",
-        512,
-        "token limit of a pair; passages are cut so the pair fits",
-        _positive_int,
-        per_call=True,
-        flag="--max-length",
-        cli=_INT,
-    ),
-    Option(
-        "query_max_length",
-        None,
-        "token limit of the query",
-        _optional_positive_int,
-        per_call=True,
-        flag="--query-max-length",
-        cli=_INT,
-        default_text="3/4 of `max_length`",
-    ),
-    Option(
-        "passage_max_length",
-        None,
-        "an extra limit on passage tokens (FlagEmbedding documents it but ignores it)",
-        _optional_positive_int,
-        per_call=True,
-        flag="--passage-max-length",
-        cli=_INT,
-    ),
-    Option(
-        "normalize",
-        False,
-        "map scores through a sigmoid to (0, 1)",
-        _flag,
-        per_call=True,
-        flag="--normalize",
-        cli=_SWITCH,
-    ),
-    Option(
-        "show_progress",
-        None,
-        "progress bar; `None` shows it when there is more than one batch",
-        per_call=True,
-    ),
-    Option(
-        "prompt",
-        None,
-        "the question put after each pair",
-        _optional_text,
-        feature=PROMPT,
-        per_call=True,
-        flag="--prompt",
-        cli=_TEXT,
-        default_text="the kind's FlagEmbedding prompt",
-    ),
-    Option(
-        "cutoff_layers",
-        None,
-        "layers to score after; one layer gives a list of scores, several give one "
-        "list per layer (`compute_layer_scores` always gives one row per layer)",
-        _layers,
-        feature=LAYERS,
-        per_call=True,
-        flag="--cutoff-layers",
-        cli=_LAYERS_CLI,
-        default_text="the last layer",
-    ),
-    Option(
-        "compress_layers",
-        None,
-        "layers before which passage tokens are compressed",
-        _layers,
-        feature=COMPRESSION,
-        per_call=True,
-        flag="--compress-layers",
-        cli=_LAYERS_CLI,
-        default_text="`[8]`",
-    ),
-    Option(
-        "compress_ratio",
-        1,
-        "passage tokens pooled into one: 1 (none), 2, 4 or 8",
-        _one_of(1, 2, 4, 8),
-        feature=COMPRESSION,
-        per_call=True,
-        flag="--compress-ratio",
-        cli=_INT,
-    ),
-    Option(
-        "use_dataloader",
-        None,
-        "accepted for FlagEmbedding; no effect (tokenization already overlaps the model)",
-        feature=PROMPT,
-        per_call=True,
-        effect=False,
-    ),
-    Option(
-        "num_workers",
-        None,
-        "accepted for FlagEmbedding; no effect",
-        feature=PROMPT,
-        per_call=True,
-        effect=False,
-    ),
+    Option("batch_size", 128, "most pairs in one forward pass", _positive_int, per_call=True, flag="--batch-size",
+           cli=_INT),
+    Option("max_batch_tokens", AUTO, "most padded tokens in one forward pass, batches filled by length under it; "
+           "`\"auto\"`: 16384 on GPUs, on CPUs the widest activation near 16 MiB (2730 tokens for MiniLM-L6, 1365 "
+           "for a base model: 15-40% faster than large batches); `None`: no budget", _batch_tokens, per_call=True,
+           flag="--max-batch-tokens", cli={"type": batch_tokens_text, "metavar": "N|auto|none"}),
+    Option("max_length", 512, "token limit of a pair; passages are cut so the pair fits", _positive_int,
+           per_call=True, flag="--max-length", cli=_INT),
+    Option("query_max_length", None, "token limit of the query", _optional_positive_int, per_call=True,
+           flag="--query-max-length", cli=_INT, default_text="3/4 of `max_length`"),
+    Option("passage_max_length", None, "an extra limit on passage tokens (FlagEmbedding documents it but ignores "
+           "it)", _optional_positive_int, per_call=True, flag="--passage-max-length", cli=_INT),
+    Option("normalize", False, "map scores through a sigmoid to (0, 1)", _flag, per_call=True, flag="--normalize",
+           cli=_SWITCH),
+    Option("show_progress", None, "progress bar; `None` shows it when there is more than one batch",
+           per_call=True),
+    Option("prompt", None, "the question put after each pair", _optional_text, feature=PROMPT, per_call=True,
+           flag="--prompt", cli=_TEXT, default_text="the kind's FlagEmbedding prompt"),
+    Option("cutoff_layers", None, "layers to score after; one layer gives a list of scores, several give one "
+           "list per layer (`compute_layer_scores` always gives one row per layer)", _layers, feature=LAYERS,
+           per_call=True, flag="--cutoff-layers", cli=_LAYERS_CLI, default_text="the last layer"),
+    Option("compress_layers", None, "layers before which passage tokens are compressed", _layers,
+           feature=COMPRESSION, per_call=True, flag="--compress-layers", cli=_LAYERS_CLI, default_text="`[8]`"),
+    Option("compress_ratio", 1, "passage tokens pooled into one: 1 (none), 2, 4 or 8", _one_of(1, 2, 4, 8),
+           feature=COMPRESSION, per_call=True, flag="--compress-ratio", cli=_INT),
+    Option("use_dataloader", None, "accepted for FlagEmbedding; no effect (tokenization already overlaps the "
+           "model)", feature=PROMPT, per_call=True, effect=False),
+    Option("num_workers", None, "accepted for FlagEmbedding; no effect", feature=PROMPT, per_call=True,
+           effect=False),
 )
+# fmt: on
 
 # Deprecated spellings -> the option they mean.
 ALIASES: Mapping[str, str] = {"compress_layer": "compress_layers"}
