@@ -5,24 +5,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import cached_reranker, fixture_path, golden_case
+from conftest import FIXTURES, cached_reranker, fixture_path, golden_case
 
-from autorerank import AutoReranker, InvalidOptionError, WorkerError
+from autorerank import AutoReranker, InvalidOptionError, WorkerError, devices
 from autorerank.devices import resolve_devices, resolve_dtype
 
 ENC = "enc/bge-reranker-v2-m3"
 
 
-def test_device_resolution_follows_flagembedding():
+def test_device_resolution_follows_flagembedding(monkeypatch):
     assert resolve_devices("cpu") == ["cpu"]
-    assert resolve_devices(1) == ["cuda:1"]
-    assert resolve_devices([0, 1]) == ["cuda:0", "cuda:1"]
     assert resolve_devices(["cpu", "cpu"]) == ["cpu", "cpu"]
     if not torch.cuda.is_available():
         assert resolve_devices(None) in (["cpu"], ["mps"])
+        with pytest.raises(InvalidOptionError, match="no cuda device.*devices='cpu'"):
+            resolve_devices(0)
     for bad in ([], [1.5], "no-such-device"):
         with pytest.raises(InvalidOptionError):
             resolve_devices(bad)
+    # On a machine with two CUDA devices (the count is what torch would report there):
+    monkeypatch.setattr(devices, "_device_count", lambda name: 2 if name == "cuda" else 0)
+    assert resolve_devices(None) == ["cuda:0", "cuda:1"]
+    assert resolve_devices(1) == ["cuda:1"]
+    assert resolve_devices([0, 1]) == ["cuda:0", "cuda:1"]
+    with pytest.raises(InvalidOptionError, match="has 2 cuda device"):
+        resolve_devices("cuda:2")
 
 
 def test_precision_rules():
@@ -56,8 +63,11 @@ def test_several_devices_score_in_worker_processes_like_one():
 
 
 @pytest.mark.slow
-def test_a_failing_worker_raises_in_the_caller_instead_of_hanging():
-    if torch.cuda.is_available():
-        pytest.skip("needs a machine without CUDA, so that the cuda worker fails to start")
-    with pytest.raises(WorkerError, match="cuda"):  # the pool starts with the reranker: it fails at load
-        AutoReranker.from_finetuned(fixture_path(ENC), devices=["cpu", "cuda:0"])
+def test_a_failing_worker_raises_in_the_caller_instead_of_hanging(tmp_path):
+    """Weights that only the workers read (the parent holds no model) are broken: the pool fails at load."""
+    for file in (FIXTURES / ENC).iterdir():
+        (tmp_path / file.name).write_bytes(file.read_bytes())
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(WorkerError, match="failed"):
+        AutoReranker.from_finetuned(str(tmp_path), devices=["cpu", "cpu"])

@@ -34,6 +34,72 @@ def test_bad_pairs_raise_errors_naming_the_pair(reranker, pairs, error, message)
     assert isinstance(caught.value, InvalidInputError)
 
 
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (
+            {"what is a panda?": "The giant panda is a bear."},
+            "got a dict, which would be read as its keys.*d.items",
+        ),
+        ({("q", "p"), ("q", "another")}, "got a set, whose order is arbitrary"),
+        (frozenset({("q", "p")}), "got a frozenset, whose order is arbitrary"),
+        ({"q": "p"}.items(), "got a dict_items, whose order is arbitrary"),
+        (5, "got int 5; pass \\[\\(query, passage\\), ...\\]"),
+        (3.5, "got float 3.5"),
+        (object(), "got object"),
+    ],
+)
+def test_unordered_and_non_iterable_pairs_are_refused(reranker, pairs, message):
+    """A dict's two keys used to be scored as one pair, and a set in an order that changes between runs."""
+    with pytest.raises(
+        InvalidPairTypeError, match=f"compute_score expects a list of \\(query, passage\\) pairs, {message}"
+    ):
+        reranker.compute_score(pairs)
+
+
+@pytest.mark.parametrize(
+    "documents, message",
+    [
+        ({"a": 1, "b": 2}, "got a dict"),
+        ({"a", "b"}, "got a set, whose order is arbitrary"),
+        (7, "got int 7"),
+        (None, "got None"),
+        ("one document", "got a bare string"),
+    ],
+)
+def test_unordered_and_non_iterable_documents_are_refused(reranker, documents, message):
+    with pytest.raises(InvalidPairTypeError, match=f"rerank expects a list of document strings, {message}"):
+        reranker.rerank("q", documents)
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (
+            [("q", "p"), ("q\ud800", "p")],
+            "Pair 1: the query cannot be encoded as UTF-8: .*'\\\\ud800' at character 1",
+        ),
+        ([("q", "a passage \udfff")], "Pair 0: the passage cannot be encoded as UTF-8"),
+        (("é\udc80", "p"), "Pair 0: the query cannot be encoded as UTF-8"),
+        (np.array([("q", "p"), ("q", "p\ud83d")]), "Pair 1: the passage"),
+    ],
+)
+def test_lone_surrogates_are_refused_naming_the_pair_and_role(reranker, pairs, message):
+    """They used to reach the tokenizer and raise a bare TypeError (TextEncodeInput must be Union[...])."""
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        reranker.compute_score(pairs)
+    assert "encode('utf-8', 'replace')" in str(caught.value)
+    with pytest.raises(InvalidInputError, match="Document 1 cannot be encoded as UTF-8"):
+        reranker.rerank("q", ["fine", "bad \ud800"])
+    with pytest.raises(InvalidInputError, match="The query cannot be encoded as UTF-8"):
+        reranker.rerank("q \ud800", ["fine"])
+
+
+def test_non_ascii_texts_are_scored(reranker):
+    scores = reranker.compute_score([("什么是熊猫?", "大熊猫是一种熊。😀"), ("q", "e\u0301 ﬁ")])
+    assert len(scores) == 2 and all(np.isfinite(scores))
+
+
 def test_pairs_may_be_lists_or_tuples_and_a_bare_pair_is_one_pair(reranker):
     as_tuples = reranker.compute_score([("q", "a passage"), ("q", "another")])
     as_lists = reranker.compute_score([["q", "a passage"], ["q", "another"]])
@@ -58,17 +124,6 @@ def test_texts_beyond_max_length_are_truncated(reranker):
     longer = words + " " + " ".join(f"extra{i}" for i in range(3000))
     first, second = reranker.compute_score([("q", words), ("q", longer)])
     assert first == pytest.approx(second, abs=1e-5)
-
-
-def test_unknown_keyword_arguments_are_type_errors(reranker):
-    from autorerank import AutoReranker
-
-    with pytest.raises(TypeError, match="device"):
-        AutoReranker.from_finetuned(reranker.model_name_or_path, device="cpu")
-    with pytest.raises(TypeError, match="batchsize"):
-        reranker.compute_score([("q", "p")], batchsize=4)
-    with pytest.raises(TypeError, match="prompt"):
-        reranker.compute_score([("q", "p")], prompt="only LLM rerankers take a prompt")
 
 
 @pytest.mark.parametrize(

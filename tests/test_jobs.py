@@ -7,6 +7,7 @@ the texts, so every expected value below is known without running a model.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -237,3 +238,83 @@ def test_output_cannot_be_the_input(tmp_path):
     with pytest.raises(InputFileError, match="is the input file too"):
         plan_score_job(source, tmp_path / "." / "pairs.jsonl", fmt="jsonl")
     assert len(source.read_text().splitlines()) == len(PAIRS)
+
+
+# ---------------------------------------------------------------- settings recorded next to the output
+
+SETTINGS = {"model": "/models/a", "options": {"--normalize": True}}
+
+
+def test_settings_are_written_before_the_first_chunk_and_checked_on_resume(tmp_path):
+    class CheckingScorer(FakeScorer):
+        def score(self, pairs):
+            assert meta_file.exists()  # already there when the first chunk is scored
+            return super().score(pairs)
+
+    source, out = pairs_file(tmp_path), tmp_path / "out.jsonl"
+    meta_file = tmp_path / "out.jsonl.meta.json"
+    job = plan_score_job(source, out, fmt="jsonl", settings=SETTINGS)
+    assert not meta_file.exists()  # planning writes nothing
+    score_pair_file(CheckingScorer(), job, chunk_size=3, progress=False)
+    meta = json.loads(meta_file.read_text())
+    assert {key: meta[key] for key in SETTINGS} == SETTINGS
+    assert meta["input"]["size"] == source.stat().st_size
+    write(out, "".join(out.read_text().splitlines(keepends=True)[:2]))
+    assert plan_score_job(source, out, fmt="jsonl", settings=SETTINGS).done == 2  # same settings: resumes
+    moved = source.rename(tmp_path / "moved.jsonl")  # the input's path may change, not its content
+    assert plan_score_job(moved, out, fmt="jsonl", settings=SETTINGS).done == 2
+    other = {"model": "/models/b", "options": {}}
+    with pytest.raises(InputFileError) as caught:
+        plan_score_job(moved, out, fmt="jsonl", settings=other)
+    message = str(caught.value)
+    assert message.startswith(f"{out}: was written with other settings (")
+    assert 'model: "/models/b" now, "/models/a" when the output was written' in message
+    assert "; --normalize: not given now, true when the output was written" in message
+    assert plan_score_job(moved, out, fmt="jsonl").done == 2  # no settings given: nothing to check
+
+
+def test_resume_refuses_another_input(tmp_path):
+    out = tmp_path / "out.jsonl"
+    score_pair_file(FakeScorer(), plan_score_job(pairs_file(tmp_path), out, fmt="jsonl", settings=SETTINGS))
+    write(out, out.read_text().splitlines(keepends=True)[0])
+    big = pairs_file(tmp_path, PAIRS * 400)  # larger than the fingerprinted head and tail together
+    with pytest.raises(InputFileError, match="input size: "):
+        plan_score_job(big, out, fmt="jsonl", settings=SETTINGS)
+    score_pair_file(FakeScorer(), plan_score_job(big, out, fmt="jsonl", settings=SETTINGS, overwrite=True))
+    write(out, out.read_text().splitlines(keepends=True)[0])
+    lines = big.read_text().splitlines(keepends=True)
+    middle = len(lines) // 2
+    write(big, "".join([*lines[:middle], lines[middle].replace("red", "RED"), *lines[middle + 1 :]]))
+    assert (
+        plan_score_job(big, out, fmt="jsonl", settings=SETTINGS).done == 1
+    )  # an edit in the middle is not seen
+    write(big, "".join([*lines[:-1], lines[-1].replace("red", "RED")]))
+    with pytest.raises(InputFileError, match="input sha256_first_last_64k: "):
+        plan_score_job(big, out, fmt="jsonl", settings=SETTINGS)
+
+
+def test_progress_bar_has_a_total_for_a_regular_file(tmp_path, capsys):
+    source = write(tmp_path / "pairs.tsv", "query\tpassage\n" + "".join(f"{q}\t{p}\n" for q, p in PAIRS))
+    job = plan_score_job(source, tmp_path / "out.jsonl", fmt="tsv")
+    score_pair_file(FakeScorer(), job, chunk_size=3, progress=True)
+    err = capsys.readouterr().err
+    assert "100%" in err and "7.00/7.00" in err  # the header line counted at first, the bar ends at the pairs
+
+
+def test_streams_are_written_without_resuming(tmp_path):
+    import io
+
+    stream = io.StringIO()
+    job = plan_score_job(pairs_file(tmp_path), "-", fmt="jsonl", settings=SETTINGS)
+    assert (job.done, job.meta) == (0, None)
+    score_pair_file(FakeScorer(), job, progress=False, stdout=stream)
+    assert [json.loads(line)["index"] for line in stream.getvalue().splitlines()] == list(range(7))
+    if os.path.exists("/dev/null"):
+        job = plan_score_job(pairs_file(tmp_path), "/dev/null", fmt="jsonl", settings=SETTINGS)
+        assert score_pair_file(FakeScorer(), job, progress=False).scored == 7
+    if os.path.exists("/dev/full"):
+        job = plan_score_job(pairs_file(tmp_path), "/dev/full", fmt="jsonl")
+        with pytest.raises(
+            InputFileError, match=r"^/dev/full: cannot write the scores \(No space left on device\)$"
+        ):
+            score_pair_file(FakeScorer(), job, progress=False)

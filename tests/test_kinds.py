@@ -82,7 +82,7 @@ PAIRS = [("what is a panda?", "The giant panda is a bear."), ("q", "Paris is in 
 
 def expected_scores(reranker, pairs):
     """The toy function computed by hand from the tokenizer: first 8 ids of each text, summed."""
-    tokenizer = reranker.tokenizer.backend
+    tokenizer = reranker.text_tokenizer.backend
     return [
         1.5
         * (
@@ -119,7 +119,52 @@ def test_a_kind_validates_options_once_before_any_work(toy_checkpoint):
         AutoReranker.from_finetuned(str(toy_checkpoint), model_class=TOY, devices="cpu", max_length=2)
 
 
-def test_options_of_features_the_kind_lacks_are_refused(toy_checkpoint):
+def test_options_of_features_the_kind_lacks_are_named_and_ignored(toy_checkpoint):
     reranker = AutoReranker.from_finetuned(str(toy_checkpoint), model_class=TOY, devices="cpu")
-    with pytest.raises(TypeError, match="does not apply to this kind"):
-        reranker.compute_score(PAIRS, prompt="a prompt")
+    with pytest.warns(UserWarning, match="prompt=, which has no effect on this kind"):
+        assert reranker.compute_score(PAIRS, prompt="a prompt") == reranker.compute_score(PAIRS)
+    strict = AutoReranker.from_finetuned(str(toy_checkpoint), model_class=TOY, devices="cpu", strict=True)
+    with pytest.raises(TypeError, match="prompt=, which has no effect on this kind"):
+        strict.compute_score(PAIRS, prompt="a prompt")
+
+
+class SmallMemoryKind(ToyKind):
+    """The toy kind on a device that runs out of memory on batches of more than two pairs."""
+
+    name = "toy-small-memory"
+
+    def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return super().score_batch(model, batch, plan)
+
+
+class BrokenKind(ToyKind):
+    name = "toy-broken"
+
+    def score_batch(self, model: torch.nn.Module, batch: Batch, plan: Plan) -> torch.Tensor:
+        raise RuntimeError("a real bug, not memory")
+
+
+@pytest.fixture
+def small_memory_kinds():
+    register_kind(SmallMemoryKind())
+    register_kind(BrokenKind())
+    yield
+    unregister_kind(SmallMemoryKind.name)
+    unregister_kind(BrokenKind.name)
+
+
+def test_out_of_memory_halves_the_batch_and_retries_with_one_warning(toy_checkpoint, small_memory_kinds):
+    reranker = AutoReranker.from_finetuned(str(toy_checkpoint), model_class=SmallMemoryKind.name, devices="cpu")
+    pairs = PAIRS * 4
+    with pytest.warns(UserWarning, match="Out of device memory on a batch of") as caught:
+        scores = reranker.compute_score(pairs, batch_size=12)
+    assert len([w for w in caught if "Out of device memory" in str(w.message)]) == 1
+    np.testing.assert_allclose(scores, expected_scores(reranker, pairs), rtol=1e-6)
+
+
+def test_other_errors_are_not_retried(toy_checkpoint, small_memory_kinds):
+    reranker = AutoReranker.from_finetuned(str(toy_checkpoint), model_class=BrokenKind.name, devices="cpu")
+    with pytest.raises(RuntimeError, match="a real bug"):
+        reranker.compute_score(PAIRS)

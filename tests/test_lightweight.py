@@ -19,6 +19,7 @@ from autorerank.models.gemma2_lightweight import (
     load_lightweight_model,
     valid_cutoff_layers,
 )
+from autorerank.registry import kind_named
 
 FIXTURE = "lightweight/bge-reranker-v2.5-gemma2-lightweight"
 # The reference dropped off-grid cutoff layers when some were valid; autorerank raises instead (see its note).
@@ -71,6 +72,34 @@ def test_off_grid_cutoff_layer_raises_naming_valid_layers(case_id):
 def test_off_grid_cutoff_layer_is_rejected_at_construction():
     with pytest.raises(InvalidOptionError, match="cutoff_layers"):
         AutoReranker.from_finetuned(fixture_path(FIXTURE), devices="cpu", cutoff_layers=[7])
+
+
+@pytest.mark.parametrize("layers", [[999], [10], [-1], [4, 12]])
+def test_compress_layers_outside_the_model_are_rejected(layers):
+    """The model has layers 0..9; the reference silently ignored the others (so nothing was compressed there)."""
+    with pytest.raises(InvalidOptionError, match=r"compress_layers .* integers from 0 to 9"):
+        _reranker().compute_score(PAIRS[:2], compress_ratio=2, compress_layers=layers)
+    with pytest.raises(InvalidOptionError, match=r"integers from 0 to 9"):
+        _reranker().compute_score(PAIRS[:2], compress_layers=layers)  # also while the ratio is 1
+    with pytest.raises(InvalidOptionError, match=r"integers from 0 to 9"):
+        AutoReranker.from_finetuned(fixture_path(FIXTURE), devices="cpu", compress_layers=layers)
+
+
+def test_compress_layers_within_the_model_are_accepted():
+    for layers in ([0], [9], [1, 9]):
+        assert np.all(
+            np.isfinite(_reranker().compute_score(PAIRS[:2], compress_ratio=2, compress_layers=layers))
+        )
+
+
+def test_default_compress_layers_pass_on_a_shallow_model_only_while_nothing_is_compressed():
+    """FlagEmbedding's default [8] means nothing at ratio 1, so a model of 8 layers or fewer still loads with
+    default options; asking for compression there names the valid layers."""
+    kind, options = kind_named("decoder-only-lightweight"), _reranker().options
+    shallow = {**_reranker().config, "num_hidden_layers": 8}
+    assert kind.plan(shallow, options).compress_layers == frozenset()
+    with pytest.raises(InvalidOptionError, match="integers from 0 to 7"):
+        kind.plan(shallow, options.replace({"compress_ratio": 2}))
 
 
 @pytest.mark.parametrize("ratio", [3, 16])

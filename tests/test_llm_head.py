@@ -17,14 +17,14 @@ def test_yes_row_equals_full_vocabulary_logits_at_the_last_position():
     queries, passages = reranker.instructions.apply(pairs)
     kind = kind_named("decoder-only-base")
     features = kind.encode(
-        kind.prepare(reranker.tokenizer, reranker.model.model), queries, passages, reranker.options
+        kind.prepare(reranker.text_tokenizer, reranker.model.model), queries, passages, reranker.options
     )
     rows = plan_batches(features.lengths, max_pairs=8, max_tokens=None)[0]
-    batch = collate(features, rows, pad_id=reranker.tokenizer.pad_id, side="left", device=torch.device("cpu"))
+    batch = collate(features, rows, pad_id=reranker.text_tokenizer.pad_id, side="left", device=torch.device("cpu"))
     with torch.inference_mode():
         full = reranker.model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[
             :, -1
         ]
     ours = reranker.runtime.score(batch, Plan())[0]
-    yes = reranker.tokenizer.ids("Yes")[0]
+    yes = reranker.text_tokenizer.ids("Yes")[0]
     np.testing.assert_allclose(ours.numpy(), full[:, yes].numpy(), atol=1e-5)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -113,6 +116,79 @@ def test_second_load_reuses_the_export(rerankers, onnx_root, monkeypatch):
     assert not list(first.parents[1].glob(".partial-*"))
 
 
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An onnx_dir holding the BERT fixture's fp32 export, to copy for tests that damage it."""
+    root = tmp_path_factory.mktemp("built-onnx-cache")
+    _load_bert_onnx(root)
+    return root
+
+
+def _load_bert_onnx(onnx_dir: Path) -> AutoReranker:
+    fixture = golden_case(CASES["enc-bert"])["fixture"]
+    return AutoReranker.from_finetuned(
+        fixture_path(fixture), devices="cpu", backend="onnx", onnx_dir=str(onnx_dir)
+    )
+
+
+def _damage(path: Path, how: str) -> None:
+    """Flip every bit pattern of the largest weight (the file still parses), cut the file in half, or empty it."""
+    data = path.read_bytes()
+    if how == "flipped":
+        import onnx
+
+        weight = max((tensor.raw_data for tensor in onnx.load(str(path)).graph.initializer), key=len)
+        start = data.find(weight)
+        flipped = (np.frombuffer(weight, dtype=np.uint8) ^ 0x40).tobytes()  # float exponents: values change
+        data = data[:start] + flipped + data[start + len(weight) :]
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"" if how == "empty" else data)
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated", "empty"])
+def test_a_damaged_cached_model_is_rebuilt_with_a_warning(built_cache, tmp_path, how):
+    shutil.copytree(built_cache, tmp_path, dirs_exist_ok=True)
+    (path,) = tmp_path.rglob("fp32/model.onnx")
+    _damage(path, how)
+    with pytest.warns(RuntimeWarning, match=f"{re.escape(str(path))} .*Rebuilding"):
+        reranker = _load_bert_onnx(tmp_path)
+    record = golden_case(CASES["enc-bert"])
+    np.testing.assert_allclose(reranker.compute_score(record["pairs"]), record["scores"], rtol=0, atol=1e-3)
+    assert reranker.runtime.onnx_path == path
+    assert sorted(item.name for item in path.parents[1].iterdir()) == ["fp32"]  # nothing broken left behind
+
+
+def test_a_damaged_weights_side_file_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    side = _load_bert_onnx(tmp_path).runtime.onnx_path.with_name("model.onnx.data")
+    side.write_bytes(side.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=re.escape(str(side))):
+        reranker = _load_bert_onnx(tmp_path)
+    record = golden_case(CASES["enc-bert"])
+    np.testing.assert_allclose(reranker.compute_score(record["pairs"]), record["scores"], rtol=0, atol=1e-3)
+
+
+def test_an_export_without_checksums_is_rebuilt(built_cache, tmp_path):
+    shutil.copytree(built_cache, tmp_path, dirs_exist_ok=True)
+    (report,) = tmp_path.rglob("fp32/export.json")
+    report.write_text(json.dumps({k: v for k, v in json.loads(report.read_text()).items() if k != "files"}))
+    with pytest.warns(RuntimeWarning, match="no checksum"):
+        _load_bert_onnx(tmp_path)
+    assert "sha256" in json.loads(report.read_text())["files"]["model.onnx"]
+
+
+def test_a_verified_export_is_hashed_once_per_process(built_cache, tmp_path, monkeypatch):
+    shutil.copytree(built_cache, tmp_path, dirs_exist_ok=True)
+    _load_bert_onnx(tmp_path)  # verifies the checksum
+
+    def no_hash(path):
+        raise AssertionError(f"hashed {path} again although it is unchanged")
+
+    monkeypatch.setattr(onnx_export, "_sha256", no_hash)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _load_bert_onnx(tmp_path)
+
+
 def test_changed_weights_get_a_new_cache_folder(tmp_path):
     module = _score_module("enc-bert/bge-reranker-base")
     before = onnx_export.export_folder(module, "bge-reranker-base", tmp_path)
@@ -182,7 +258,7 @@ def test_bad_option_combinations_are_refused(options, message, tmp_path):
 
 
 def test_cuda_devices_are_refused_before_exporting(tmp_path):
-    with pytest.raises(InvalidOptionError, match="CPU only"):
+    with pytest.raises(InvalidOptionError, match="CPU only|no cuda device"):  # (the latter on CPU machines)
         AutoReranker.from_finetuned(
             fixture_path("enc/bge-reranker-v2-m3"), devices="cuda:0", backend="onnx", onnx_dir=str(tmp_path)
         )

@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_option_table_is_the_generated_one():
     text = README.read_text(encoding="utf-8")
     assert markdown_table() in text, (
-        "README's option table is stale: paste autorerank.options.markdown_table()"
+        "README's option table is stale: run .venv/bin/python scripts/readme_options.py"
     )
 
 
@@ -51,18 +51,27 @@ def test_per_call_values_are_checked_too():
         reranker.compute_score([("q", "p")], normalize="yes")
 
 
-def test_load_time_options_are_refused_per_call_with_the_reason():
+def test_load_time_options_per_call_are_named_in_a_warning_or_refused_when_strict(enc_path):
+    from autorerank import AutoReranker
+
     reranker = cached_reranker("enc/bge-reranker-v2-m3")
-    with pytest.raises(UnknownOptionError, match="set when the reranker is loaded") as caught:
-        reranker.compute_score([("q", "p")], use_bf16=True)
-    assert caught.value.names == ["use_bf16"]
+    with pytest.warns(UserWarning, match="use_bf16=, which is set when the reranker is loaded") as caught:
+        assert reranker.compute_score([("q", "p")], use_bf16=True) == reranker.compute_score([("q", "p")])
+    assert caught[0].filename == __file__  # the warning points at the caller's line, not into the library
+    strict = AutoReranker.from_finetuned(enc_path, devices="cpu", strict=True)
+    with pytest.raises(UnknownOptionError, match="set when the reranker is loaded") as refused:
+        strict.compute_score([("q", "p")], use_bf16=True)
+    assert refused.value.names == ["use_bf16"]
 
 
 def test_a_misspelt_option_names_the_closest_one(enc_path):
     from autorerank import AutoReranker
 
+    with pytest.warns(UserWarning, match="did you mean devices="):
+        reranker = AutoReranker.from_finetuned(enc_path, device="cpu", devices="cpu")
+    assert reranker.kwargs == {"device": "cpu"}  # kept where FlagEmbedding keeps unknown keywords
     with pytest.raises(UnknownOptionError, match="did you mean devices="):
-        AutoReranker.from_finetuned(enc_path, device="cpu")
+        AutoReranker.from_finetuned(enc_path, device="cpu", strict=True)
 
 
 def test_kind_defaults_override_the_table():

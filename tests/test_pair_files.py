@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import write
@@ -44,7 +45,9 @@ def test_format_from_name_or_explicit(tmp_path):
     assert pair_format("x.JSONL.gz") == "jsonl"
     assert pair_format("-", "tsv") == "tsv"
     with pytest.raises(InputFileError, match="pass --input-format"):
-        pair_format("pairs.data")
+        pair_format(write(tmp_path / "pairs.data", "neither json nor tabs\n"))
+    with pytest.raises(InputFileError, match="pass --input-format"):
+        pair_format("-")  # standard input cannot be sniffed and read again
 
 
 @pytest.mark.parametrize(
@@ -119,3 +122,89 @@ def test_count_scores_rejects_a_file_that_is_not_a_score_output(tmp_path, text, 
     with pytest.raises(InputFileError, match=problem):
         count_scores(out)
     assert out.read_text() == text  # nothing is cut from a file we do not recognise
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("question\tanswer\nq\tp\n", [("q", "p", 2)]),
+        ("Query\tDocument\nq\tp\n", [("q", "p", 2)]),
+        ("\nQUESTION\tCONTEXT\nq\tp\n", [("q", "p", 3)]),  # the first non-blank row
+        ("passage\tquery\np\tq\n", [("q", "p", 2)]),  # a header may put the passage first
+        ("id\tquery\ttext\n1\tq\tp\n", [("q", "p", 2)]),  # and pick two columns out of more
+        ("query\tpassage\nquestion\tanswer\n", [("question", "answer", 2)]),  # only the first row is a header
+        ("what\ttext\n", [("what", "text", 1)]),  # not a query name: data
+    ],
+)
+def test_tsv_headers_with_common_column_names(tmp_path, text, expected):
+    assert pairs_of(write(tmp_path / "pairs.tsv", text)) == expected
+
+
+def test_csv_headers_with_common_column_names(tmp_path):
+    assert pairs_of(write(tmp_path / "a.csv", "query,text\nq,p\n")) == [("q", "p", 2)]
+    assert pairs_of(write(tmp_path / "b.csv", "id,Context,Question,answer\n1,c,q,a\n")) == [("q", "c", 2)]
+    with pytest.raises(InputFileError, match=r"b2\.csv:2: expected 4 comma-separated columns, found 2"):
+        pairs_of(write(tmp_path / "b2.csv", "id,Context,Question,answer\nq,c\n"))
+
+
+def test_format_is_sniffed_when_the_name_does_not_decide(tmp_path):
+    jsonl_txt = write(tmp_path / "pairs.txt", '\n{"query": "q", "passage": "p"}\n')
+    assert pair_format(jsonl_txt) == "jsonl"
+    assert pairs_of(jsonl_txt) == [("q", "p", 2)]
+    assert pair_format(write(tmp_path / "arrays.txt", '["q", "p"]\n')) == "jsonl"
+    assert pair_format(write(tmp_path / "pairs2.txt", "[q]\tp\n")) == "tsv"  # not JSON: a TSV row
+    assert pair_format(write(tmp_path / "plain.txt", "no tab here\n")) == "tsv"  # .txt defaults to TSV
+    assert pair_format(write(tmp_path / "pairs.data", "q\tp\n")) == "tsv"
+    assert (
+        pair_format(write(tmp_path / "named.tsv", '{"query": "q", "passage": "p"}\n')) == "tsv"
+    )  # named: as named
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('a,b\n"c,d\ne,f\ng,h\n', 2),  # the rest of the file would become one field
+        ('a,b\nx,"two\nlines"\ny,"z ""q"" \nopen\n', 4),  # after a good multi-line field, with doubled quotes
+        ('"a\nb",c\nx,"open\ny\n', 3),
+    ],
+)
+def test_csv_unterminated_quote_names_the_line_where_the_field_starts(tmp_path, text, line):
+    path = write(tmp_path / "pairs.csv", text)
+    with pytest.raises(InputFileError) as caught:
+        pairs_of(path)
+    assert str(caught.value).startswith(f"{path}:{line}: unterminated quote")
+
+
+def test_csv_unterminated_quote_in_a_large_file(tmp_path):
+    rows = "".join(f"q{i},passage {i}\n" for i in range(20000))
+    path = write(tmp_path / "pairs.csv", 'q,p\nq,"open\n' + rows)  # the field limit comes before the end
+    with pytest.raises(InputFileError, match=r"pairs\.csv:2: unterminated quote"):
+        pairs_of(path)
+
+
+def test_csv_junk_after_a_closing_quote_is_malformed(tmp_path):
+    path = write(tmp_path / "pairs.csv", 'a,b\n"c"d,e\n')
+    with pytest.raises(InputFileError, match=r"pairs\.csv:2: malformed CSV \(',' expected after '\"'"):
+        pairs_of(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"x" * 200_000, ":1: no line end within 65536 bytes"),  # one huge line, no line end
+        (b'{"index": 0, "score": 1.0}\n' + b"y" * 70_000 + b"\n", ":2: no line end within 65536 bytes"),
+        (b'{"index": 0, "score": 1.0}\nsome other text', ":2: a last line without a line end that is not"),
+    ],
+)
+def test_count_scores_reads_bounded_lines(tmp_path, content, problem):
+    out = write(tmp_path / "scores.jsonl", content)
+    with pytest.raises(InputFileError, match=problem) as caught:
+        count_scores(out)
+    assert "does not look like an autorerank score output" in str(caught.value)
+    assert out.read_bytes() == content  # nothing is cut from a file we do not recognise
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_count_scores_on_an_endless_device_stops(tmp_path):
+    with pytest.raises(InputFileError, match=r"/dev/full:1: no line end within 65536 bytes"):
+        count_scores("/dev/full")

@@ -9,6 +9,10 @@ import autorerank
 
 EXPECTED = {
     "AutoReranker",
+    "AbsReranker",
+    "RerankerModelClass",
+    "RERANKER_CLASS_MAPPING",
+    "AUTO_RERANKER_MAPPING",
     "Reranker",
     "RerankerKind",
     "EncoderReranker",

@@ -123,6 +123,13 @@ def test_qrels_in_trec_and_beir_formats(tmp_path):
     ("text", "problem"),
     [
         ("q1 0 a 1\nq1 b\n", ":2: a qrels line needs 4 fields"),
+        ("q1 0 a 1\nq1 0 b\n", ":2: a qrels line needs 4 fields 'qid 0 docid relevance' .*, found 3"),
+        (
+            "q1 0 d1\n",
+            ":1: a qrels line needs 4 fields 'qid 0 docid relevance' .* with its header line, found 3",
+        ),
+        ("query-id\tcorpus-id\tscore\nq1\ta\t1\nq1 0 b 1\n", ":3: a qrels line needs 3 fields .* found 4"),
+        ("q1\ta\t1\nq1 0 b 1\n", ":2: a qrels line needs 3 fields 'query-id<TAB>corpus-id<TAB>score'"),
         ("q1 0 a 1\nq1 0 b x\n", ":2: relevance 'x' is not an integer"),
         ("q1 0 a 1\nq1 0 a 2\n", ":2: document 'a' of query 'q1' is judged 2 here but 1 on line 1"),
     ],
@@ -130,6 +137,10 @@ def test_qrels_in_trec_and_beir_formats(tmp_path):
 def test_bad_qrels(tmp_path, text, problem):
     with pytest.raises(InputFileError, match=problem):
         read_qrels(write(tmp_path / "qrels.txt", text))
+
+
+def test_beir_qrels_without_header_still_read(tmp_path):
+    assert read_qrels(write(tmp_path / "qrels.tsv", "q1\ta\t2\nq1\tb\t0\n")) == {"q1": {"a": 2, "b": 0}}
 
 
 # ---------------------------------------------------------------- queries and corpus
@@ -181,6 +192,33 @@ def test_corpus_tsv_gzip_and_format_sniffing(tmp_path):
 def test_bad_corpus_lines(tmp_path, name, text, problem):
     with pytest.raises(InputFileError, match=problem):
         read_corpus(write(tmp_path / name, text), {"d1"})
+
+
+def test_corpus_tsv_with_a_title_column_joins_it_like_beir(tmp_path):
+    three = write(
+        tmp_path / "corpus.tsv", "d1\tParis\tis the capital of France.\nd2\t\t no title \nd3\tjust text\n"
+    )
+    assert read_corpus(three) == {
+        "d1": "Paris is the capital of France.",
+        "d2": "no title",
+        "d3": "just text",
+    }
+    dpr = write(tmp_path / "psgs_w100.tsv", "id\ttext\ttitle\n1\tis the capital.\tParis\n")  # DPR's order
+    assert read_corpus(dpr) == {"1": "Paris is the capital."}
+    beir = write(tmp_path / "beir.tsv", "_id\ttitle\ttext\nd1\tParis\tcapital\n")
+    assert read_corpus(beir) == {"d1": "Paris capital"}
+    # Queries keep their text verbatim, tabs included; the header names are data there.
+    assert read_queries(write(tmp_path / "q.tsv", "id\ttitle\ttext\n")) == {"id": "title\ttext"}
+    with pytest.raises(
+        InputFileError, match=r"c4\.tsv:1: expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', found 4"
+    ):
+        read_corpus(write(tmp_path / "c4.tsv", "d1\ta\tb\tc\n"))
+
+
+def test_texts_named_txt_are_sniffed(tmp_path):
+    jsonl = write(tmp_path / "corpus.txt", '{"_id": "d1", "title": "T", "text": "x"}\n')
+    assert read_corpus(jsonl) == {"d1": "T x"}
+    assert read_queries(write(tmp_path / "queries.txt", "q1\twhat\n")) == {"q1": "what"}
 
 
 def test_duplicate_wanted_id_is_an_error_but_unwanted_duplicates_are_not(tmp_path):

@@ -18,6 +18,10 @@ __version__ = "0.1.0"
 # public name -> (module, attribute). FlagEmbedding's names are aliases, so switching is a one-line import change.
 _EXPORTS: dict[str, tuple[str, str]] = {
     "AutoReranker": ("auto", "AutoReranker"),
+    "AbsReranker": ("reranker", "Reranker"),
+    "RerankerModelClass": ("registry", "RerankerKind"),
+    "RERANKER_CLASS_MAPPING": ("flag_api", "RERANKER_CLASS_MAPPING"),
+    "AUTO_RERANKER_MAPPING": ("flag_api", "AUTO_RERANKER_MAPPING"),
     "Reranker": ("reranker", "Reranker"),
     "RerankerKind": ("registry", "RerankerKind"),
     "EncoderReranker": ("kinds.encoder", "EncoderReranker"),
@@ -44,6 +48,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
+    "AUTO_RERANKER_MAPPING",
+    "RERANKER_CLASS_MAPPING",
+    "AbsReranker",
     "AutoRerankError",
     "AutoReranker",
     "EncoderReranker",
@@ -65,6 +72,7 @@ __all__ = [
     "RerankResult",
     "Reranker",
     "RerankerKind",
+    "RerankerModelClass",
     "UnknownModelKindError",
     "UnknownOptionError",
     "WorkerError",
@@ -101,6 +109,7 @@ if TYPE_CHECKING:
         UnknownOptionError,
         WorkerError,
     )
+    from .flag_api import AUTO_RERANKER_MAPPING, RERANKER_CLASS_MAPPING
     from .kinds.encoder import EncoderReranker
     from .kinds.encoder import EncoderReranker as FlagReranker
     from .kinds.layerwise import LayerWiseLLMReranker
@@ -110,5 +119,7 @@ if TYPE_CHECKING:
     from .kinds.llm import LLMReranker
     from .kinds.llm import LLMReranker as FlagLLMReranker
     from .registry import RerankerKind
+    from .registry import RerankerKind as RerankerModelClass
     from .reranker import Reranker
+    from .reranker import Reranker as AbsReranker
     from .results import ModelInfo, RerankResult

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, warn_caller
 
 __all__ = ["DeviceSpec", "resolve_devices", "resolve_dtype"]
 
@@ -15,40 +14,72 @@ __all__ = ["DeviceSpec", "resolve_devices", "resolve_dtype"]
 DeviceSpec = str | int | torch.device | Sequence[str | int | torch.device] | None
 
 
+# Accelerators torch may have (NPU and MUSA through their vendors' torch plugins), in FlagEmbedding's order.
+_ACCELERATORS = ("cuda", "npu", "musa")
+
+
 def resolve_devices(devices: DeviceSpec) -> list[str]:
-    """Device names as FlagEmbedding reads ``devices``: None picks every CUDA device, else the CPU."""
+    """Device names as FlagEmbedding reads ``devices``: None picks every accelerator device (CUDA, then NPU, then
+    MUSA), else MPS, else the CPU; an int is an index on the machine's accelerator. A device this machine does not
+    have is refused here, not in a worker or deep inside torch."""
     if devices is None:
-        if torch.cuda.is_available():
-            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return ["mps"]
-        return ["cpu"]
+        return _all_devices()
     if isinstance(devices, (str, int, torch.device)):
         devices = [devices]
     if isinstance(devices, Sequence) and len(devices) == 0:
         raise InvalidOptionError("devices is an empty list; pass None to pick devices automatically.")
-    resolved = []
-    for device in devices:
-        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+    return [_checked(device) for device in devices]
+
+
+def _all_devices() -> list[str]:
+    for name in _ACCELERATORS:
+        count = _device_count(name)
+        if count:
+            return [f"{name}:{index}" for index in range(count)]
+    return ["mps"] if _device_count("mps") else ["cpu"]
+
+
+def _device_count(accelerator: str) -> int:
+    if accelerator == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        return int(backend is not None and backend.is_available())
+    module = getattr(torch, accelerator, None)
+    try:
+        return int(module.device_count()) if module is not None and module.is_available() else 0
+    except (AttributeError, RuntimeError):  # a half-installed vendor plugin
+        return 0
+
+
+def _checked(device: object) -> str:
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise InvalidOptionError(
+            "devices must be a str, an int, or a list of them (e.g. 'cpu', 0, ['cuda:0', 'cuda:1']), "
+            f"got {device!r}."
+        )
+    if isinstance(device, int):
+        accelerator = next((name for name in _ACCELERATORS if _device_count(name)), "cuda")
+        device = f"{accelerator}:{device}"
+    name = str(device)
+    try:
+        parsed = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidOptionError(f"Unknown device {name!r}: {exc}") from exc
+    if parsed.type in (*_ACCELERATORS, "mps"):
+        count = _device_count(parsed.type)
+        if parsed.index is not None and parsed.index >= count or count == 0:
+            have = f"{count} {parsed.type} device(s)" if count else f"no {parsed.type} device"
             raise InvalidOptionError(
-                f"devices must be a str, an int, or a list of them (e.g. 'cpu', 0, ['cuda:0', 'cuda:1']), got {device!r}."
+                f"devices={name!r}: this machine has {have} (torch {torch.__version__}); "
+                "pass devices='cpu', or None to use what is there."
             )
-        name = f"cuda:{device}" if isinstance(device, int) else str(device)
-        try:
-            torch.device(name)
-        except RuntimeError as exc:
-            raise InvalidOptionError(f"Unknown device {device!r}: {exc}") from exc
-        resolved.append(name)
-    return resolved
+    return name
 
 
 def resolve_dtype(use_fp16: bool, use_bf16: bool, devices: list[str]) -> torch.dtype:
     """fp16 where asked and not on CPU (refused there with a warning, as in the reference); bf16 where asked."""
     on_cpu = any(torch.device(device).type == "cpu" for device in devices)
     if use_fp16 and on_cpu:
-        warnings.warn(
-            "use_fp16 is not supported on CPU; scoring in float32 instead.", UserWarning, stacklevel=4
-        )
+        warn_caller("use_fp16 is not supported on CPU; scoring in float32 instead.")
         use_fp16 = False
     if use_fp16:
         return torch.float16

@@ -8,7 +8,8 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     │   ├── InvalidPairTypeError (TypeError) a pair or text of the wrong type
     │   └── InputFileError                  a data file line the CLI cannot use (file:line: problem)
     ├── InvalidOptionError (ValueError)     an option value out of range (cutoff layer, compress ratio, ...)
-    ├── UnknownOptionError (TypeError)      a keyword argument this reranker kind does not take
+    ├── UnknownOptionError (TypeError)      with strict=True: an option that does nothing here, or a misspelling
+                                            (without strict, a UserWarning names it and the call goes on)
     ├── UnknownModelKindError (ValueError)  the checkpoint's kind could not be detected
     ├── ModelLoadError (OSError)            a path that is missing, unreadable or does not fit the kind
     ├── MissingDependencyError (ImportError) an optional extra is not installed
@@ -18,6 +19,8 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
 __all__ = [
     "AutoRerankError",
@@ -30,6 +33,7 @@ __all__ = [
     "UnknownModelKindError",
     "UnknownOptionError",
     "WorkerError",
+    "warn_caller",
 ]
 
 
@@ -66,6 +70,15 @@ class InputFileError(InvalidInputError):
         self.problem = problem
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {problem}")
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn at the first stack frame outside autorerank, so the warning names the caller's line, not ours."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn_caller's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, category, stacklevel=level)
 
 
 class InvalidOptionError(AutoRerankError, ValueError):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,21 +13,63 @@ from .errors import InvalidInputError, InvalidPairTypeError
 
 __all__ = ["Instructions", "as_documents", "as_pairs"]
 
+_PAIRS = "compute_score expects a list of (query, passage) pairs"
+_DOCUMENTS = "rerank expects a list of document strings"
+
 
 def as_pairs(sentence_pairs: Any) -> list[tuple[str, str]]:
     """Validate pairs and return them as a list; one bare ``(query, passage)`` pair is accepted too."""
-    if sentence_pairs is None:
-        raise InvalidPairTypeError("compute_score expects a list of (query, passage) pairs, got None.")
     if isinstance(sentence_pairs, (str, bytes)):
-        raise InvalidPairTypeError(
-            "compute_score expects a list of (query, passage) pairs, got a bare string; "
-            "wrap it as [(query, passage)]."
-        )
-    if not isinstance(sentence_pairs, Sequence):
-        sentence_pairs = list(sentence_pairs)
+        raise InvalidPairTypeError(f"{_PAIRS}, got a bare string; wrap it as [(query, passage)].")
+    sentence_pairs = _ordered(
+        sentence_pairs, _PAIRS, "[(query, passage), ...]", "; for a dict of query -> passage, list(d.items())"
+    )
     if len(sentence_pairs) == 2 and all(isinstance(text, str) for text in sentence_pairs):
-        return [(sentence_pairs[0], sentence_pairs[1])]  # one pair passed bare, as FlagEmbedding allows
-    return [_checked_pair(index, pair) for index, pair in enumerate(sentence_pairs)]
+        sentence_pairs = [sentence_pairs]  # one pair passed bare, as FlagEmbedding allows
+    pairs = [_checked_pair(index, pair) for index, pair in enumerate(sentence_pairs)]
+    for index, (query, passage) in enumerate(pairs):
+        _check_encodable(query, f"Pair {index}: the query")
+        _check_encodable(passage, f"Pair {index}: the passage")
+    return pairs
+
+
+def _ordered(items: Any, expected: str, example: str, mapping_hint: str = "") -> Sequence[Any] | np.ndarray:
+    """``items`` as a sequence, refusing what is not an ordered collection: scores come back in input order."""
+    if items is None:
+        raise InvalidPairTypeError(f"{expected}, got None.")
+    if isinstance(items, Mapping):
+        raise InvalidPairTypeError(
+            f"{expected}, got a {type(items).__name__}, which would be read as its keys. "
+            f"Pass a list such as {example}{mapping_hint}."
+        )
+    if isinstance(items, AbstractSet):
+        raise InvalidPairTypeError(
+            f"{expected}, got a {type(items).__name__}, whose order is arbitrary (it can change from one run to "
+            f"the next), so scores could not be matched to inputs. Pass a list such as {example}, e.g. sorted(...)."
+        )
+    if isinstance(items, (Sequence, np.ndarray)):
+        return items
+    if not isinstance(items, Iterable):
+        raise InvalidPairTypeError(f"{expected}, got {type(items).__name__} {items!r:.80}; pass {example}.")
+    return list(items)
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """Refuse a text the tokenizer cannot take: a lone surrogate (half of a UTF-16 pair) has no UTF-8 form.
+
+    ASCII texts (checked in constant time) cannot hold one; others are encoded once, in C.
+    """
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where} cannot be encoded as UTF-8: it holds a lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start} (half of a UTF-16 pair, as left by decoding with errors='surrogateescape' or a broken "
+            "\\u escape in JSON). Repair the text, or drop the character with "
+            "text.encode('utf-8', 'replace').decode('utf-8')."
+        ) from None
 
 
 def _checked_pair(index: int, pair: Any) -> tuple[str, str]:
@@ -51,12 +94,14 @@ def as_documents(query: Any, documents: Any) -> list[str]:
     """Validate ``rerank`` arguments: one query string and a list of document strings."""
     if not isinstance(query, str):
         raise InvalidPairTypeError(f"rerank expects the query as a str, got {type(query).__name__}.")
-    if isinstance(documents, (str, bytes)) or documents is None:
-        raise InvalidPairTypeError("rerank expects a list of document strings, got a bare string or None.")
-    documents = list(documents)
+    _check_encodable(query, "The query")
+    if isinstance(documents, (str, bytes)):
+        raise InvalidPairTypeError(f"{_DOCUMENTS}, got a bare string; wrap it as [document].")
+    documents = list(_ordered(documents, _DOCUMENTS, '["first document", "second document"]'))
     for index, document in enumerate(documents):
         if not isinstance(document, str):
             raise InvalidPairTypeError(f"Document {index} must be a str, got {type(document).__name__}.")
+        _check_encodable(document, f"Document {index}")
     return documents
 
 

@@ -11,15 +11,18 @@ tokenized while the model scores this one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import STDIN, InputFileError, InvalidOptionError
+from .io.lines import count_lines, is_stream
+from .io.meta import check_meta, input_fingerprint, write_meta
 from .io.pairs import Pair, read_pairs
 from .io.scores import ScoreWriter, count_scores
 from .io.texts import read_corpus, read_queries
@@ -57,9 +60,10 @@ class ScoreJob:
     """A checked pair file and output: what :func:`score_pair_file` will do."""
 
     input_path: str
-    output_path: str
+    output_path: str  # "-": standard output
     fmt: str
     done: int  # pairs the output already holds
+    meta: dict[str, Any] | None = None  # written next to the output (OUTPUT.meta.json) before the first chunk
 
 
 @dataclass(frozen=True)
@@ -76,27 +80,43 @@ def plan_score_job(
     *,
     fmt: str,
     overwrite: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> ScoreJob:
     """Check the input's first pair and the existing output, before any model is loaded.
 
     An existing output is checked line by line (see :func:`autorerank.io.scores.count_scores`)
-    and its pairs will be skipped; ``overwrite`` empties it instead.
+    and its pairs will be skipped; ``overwrite`` empties it instead. ``settings`` (the model and the options
+    that change scores) are recorded with a fingerprint of the input in ``OUTPUT.meta.json``, and resuming an
+    output whose recorded ones differ is refused (see :mod:`autorerank.io.meta`). Standard output (``-``) and
+    outputs that are not regular files (``/dev/null``, a pipe) are written as a stream: nothing to resume.
     """
     if str(input_path) != STDIN:  # standard input cannot be read twice
-        if Path(output_path).resolve() == Path(input_path).resolve():
+        if not is_stream(output_path) and Path(output_path).resolve() == Path(input_path).resolve():
             raise InputFileError(output_path, None, "is the input file too; choose another --output")
         next(read_pairs(input_path, fmt), None)
+    if is_stream(output_path):
+        return ScoreJob(str(input_path), str(output_path), fmt, 0)
     if overwrite:
         Path(output_path).write_bytes(b"")
-    return ScoreJob(str(input_path), str(output_path), fmt, count_scores(output_path))
+    meta = None if settings is None else {**settings, "input": input_fingerprint(input_path)}
+    done = count_scores(output_path)
+    if meta is not None and done:
+        check_meta(output_path, meta, done)
+    return ScoreJob(str(input_path), str(output_path), fmt, done, meta)
 
 
 def score_pair_file(
-    scorer: Scorer, job: ScoreJob, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool | None = None
+    scorer: Scorer,
+    job: ScoreJob,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool | None = None,
+    stdout: IO[str] | None = None,
 ) -> ScoreFileResult:
     """Score the pairs of ``job`` that its output lacks, appending them chunk by chunk.
 
-    ``progress``: ``None`` shows a bar (pairs/s) only on a terminal.
+    ``progress``: ``None`` shows a bar (pairs/s, and an ETA when the input is a regular file) only on a
+    terminal. ``stdout``: where an output named ``-`` goes (default ``sys.stdout``).
     """
     _check_chunk_size(chunk_size)
     pairs = read_pairs(job.input_path, job.fmt)
@@ -108,16 +128,21 @@ def score_pair_file(
             f"holds {job.done} scores but {job.input_path} has only {skipped} pairs: "
             "it is the output of another input (use another --output, or --overwrite)",
         )
+    if job.meta is not None and job.done == 0:
+        write_meta(job.output_path, job.meta)
+    target = (stdout or sys.stdout) if job.output_path == STDIN else job.output_path
+    total = count_lines(job.input_path) if _shows_progress(progress) else None
     scored = 0
     chunks = ([(pair.query, pair.passage) for pair in chunk] for chunk in _chunks(pairs, chunk_size))
     with (
-        ScoreWriter(job.output_path, start_index=job.done) as writer,
-        _bar(progress, "Scoring", initial=job.done) as bar,
+        ScoreWriter(target, start_index=job.done) as writer,
+        _bar(progress, "Scoring", total=total, initial=job.done) as bar,
     ):
         for scores in scorer.iter_scores(chunks):
             writer.write_chunk(_per_pair(scores))
             scored += scores.shape[1]
             bar.update(scores.shape[1])
+        bar.total = bar.n  # the line count was an estimate (headers, blank lines): end the bar at 100%
     return ScoreFileResult(skipped=job.done, scored=scored)
 
 
@@ -276,7 +301,17 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise InvalidOptionError(f"chunk_size must be at least 1, got {chunk_size}.")
 
 
+def _shows_progress(progress: bool | None) -> bool:
+    """``None``: a bar only when standard error is a terminal (what tqdm does with ``disable=None``)."""
+    return progress if progress is not None else sys.stderr is not None and sys.stderr.isatty()
+
+
 def _bar(progress: bool | None, desc: str, *, total: int | None = None, initial: int = 0) -> tqdm:
-    # disable=None lets tqdm show the bar only when stderr is a terminal.
-    disable = None if progress is None else not progress
-    return tqdm(desc=desc, total=total, initial=initial, unit=" pairs", unit_scale=True, disable=disable)
+    return tqdm(
+        desc=desc,
+        total=total,
+        initial=initial,
+        unit=" pairs",
+        unit_scale=True,
+        disable=not _shows_progress(progress),
+    )

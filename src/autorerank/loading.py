@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from .compat import quiet_weight_loading
 from .errors import ModelLoadError
@@ -21,6 +25,8 @@ __all__ = [
     "read_json",
     "resolve_file",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def normalize_model_path(model_name_or_path: str | os.PathLike[str]) -> str:
@@ -89,25 +95,101 @@ def load_pretrained(
     """``model_class.from_pretrained`` that refuses checkpoints leaving weights newly initialised.
 
     A missing weight means the checkpoint is not of the requested kind (a causal LM loaded
-    as a cross-encoder gets a random score head), so its scores would be arbitrary.
+    as a cross-encoder gets a random score head), so its scores would be arbitrary. A damaged weights file, or a
+    config.json whose sizes do not fit the weights, is a ModelLoadError naming the file; transformers' own load
+    report is not printed (the error says what it would have shown).
     """
     try:
-        with quiet_weight_loading():
-            model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+        with quiet_weight_loading(), _transformers_errors_only():
+            model, info = model_class.from_pretrained(
+                model_name_or_path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+    except SafetensorError as exc:
+        raise ModelLoadError(_unreadable_weights(model_name_or_path, kwargs.get("cache_dir"), exc)) from exc
+    except torch.OutOfMemoryError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+    ) as exc:  # RuntimeError: a damaged .bin, in torch.load
         raise ModelLoadError(f"Cannot load {model_name_or_path!r} as {kind}: {exc}") from exc
-    missing = sorted(set(info.get("missing_keys", [])))
-    mismatched = [
-        str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", [])
-    ]
-    if missing or mismatched:
-        shown = ", ".join((missing + mismatched)[:8])
-        raise ModelLoadError(
-            f"Loading {model_name_or_path!r} as {kind} left {len(missing) + len(mismatched)} weight(s) "
-            f"newly initialised ({shown}); its scores would be random. The checkpoint is probably of "
-            "another kind: drop model_class to detect it, or pass the right model_class=."
-        )
+    _refuse_initialised_weights(model_name_or_path, kind, info)
     return model.eval()
+
+
+def _refuse_initialised_weights(model_name_or_path: str, kind: str, info: dict[str, Any]) -> None:
+    """Raise when the loading report shows weights of other shapes than the config's, or none at all."""
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda item: str(item))
+    if mismatched:
+        shown = "; ".join(_shapes(item) for item in mismatched[:4])
+        raise ModelLoadError(
+            f"The config.json of {model_name_or_path!r} does not fit its weights: {len(mismatched)} tensor(s) have "
+            f"other shapes than the config describes ({shown}). The config and the weights come from different "
+            "checkpoints; put the checkpoint's own config.json back (or download the checkpoint again)."
+        )
+    missing = sorted(set(info.get("missing_keys") or []))
+    if missing:
+        raise ModelLoadError(
+            f"Loading {model_name_or_path!r} as {kind} left {len(missing)} weight(s) newly initialised "
+            f"({', '.join(missing[:8])}); its scores would be random. The checkpoint is probably of another kind: "
+            "drop model_class to detect it, or pass the right model_class=."
+        )
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    if unexpected:
+        logger.debug("%s: weights the model does not use: %s", model_name_or_path, ", ".join(unexpected[:8]))
+
+
+def _shapes(item: Any) -> str:
+    """``name: weights (64,), config (128,)`` for one mismatched tensor (transformers: ``(name, file, model)``)."""
+    if isinstance(item, tuple) and len(item) == 3:
+        name, in_file, in_model = item
+        return f"{name}: weights {tuple(in_file)}, config {tuple(in_model)}"
+    return str(item[0] if isinstance(item, tuple) else item)
+
+
+@contextlib.contextmanager
+def _transformers_errors_only() -> Iterator[None]:
+    """Keep transformers' warnings (its load-report table among them) off stderr during one load, restoring its
+    verbosity afterwards: a failed load becomes our own error, which says what the report would have shown."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _unreadable_weights(model_name_or_path: str, cache_dir: str | None, exc: Exception) -> str:
+    """The error message for a safetensors file that cannot be read, naming the damaged file(s) when found."""
+    broken = [str(path) for path in _safetensors_files(model_name_or_path, cache_dir) if _damaged(path)]
+    where = ", ".join(broken) if broken else f"the weights of {model_name_or_path!r}"
+    return (
+        f"Cannot read {where}: {exc}. The file is truncated or damaged (an interrupted download or copy); "
+        "download or copy the checkpoint again."
+    )
+
+
+def _safetensors_files(model_name_or_path: str, cache_dir: str | None) -> list[Path]:
+    """The ``.safetensors`` files of a local folder or of a cached hub checkpoint."""
+    if is_local(model_name_or_path):
+        return sorted(Path(model_name_or_path).glob("*.safetensors"))
+    config = resolve_file(model_name_or_path, "config.json", cache_dir)
+    return sorted(config.parent.glob("*.safetensors")) if config is not None else []
+
+
+def _damaged(path: Path) -> bool:
+    """Whether safetensors cannot open ``path`` (its header is cut short, empty or garbled)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            return False
+    except (SafetensorError, OSError):
+        return True
 
 
 def merge_peft(model: torch.nn.Module, peft_path: str) -> torch.nn.Module:

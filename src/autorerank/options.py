@@ -10,12 +10,11 @@ compares them) are all derived from :data:`OPTIONS`.
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidOptionError, UnknownOptionError
+from .errors import InvalidOptionError, UnknownOptionError, warn_caller
 from .registry import RerankerKind
 
 __all__ = [
@@ -27,6 +26,7 @@ __all__ = [
     "Options",
     "call_options",
     "constructor_options",
+    "is_option",
     "markdown_table",
     "option",
     "passage_limit",
@@ -151,7 +151,9 @@ _SWITCH = {"action": "store_true"}
 _TEXT = {"metavar": "TEXT"}
 _PATH = {"metavar": "PATH"}
 _FORMAT = {"metavar": "FORMAT"}
-_LAYERS_CLI = {"type": int, "nargs": "+", "metavar": "LAYER"}
+# One value per flag ("4,5"; a repeated flag adds to the list), never nargs="+", which would swallow the
+# documents after it on `autorerank rank`; the named type "layers" is registered by cli/parser.py.
+_LAYERS_CLI = {"type": "layers", "action": "extend", "metavar": "N[,N...]"}
 
 
 # ----------------------------------------------------------------------------- the table
@@ -169,6 +171,7 @@ class Option:
     cli: Mapping[str, Any] = field(default_factory=dict)  # argparse settings beyond dest/default/help
     effect: bool = True  # False: accepted for FlagEmbedding's sake, changes nothing
     default_text: str | None = None  # how the README shows a default that is not a plain value
+    keeps_none: bool = False  # None is a value of its own (not "the default"), as for the instructions
 
     def applies_to(self, features: frozenset[str]) -> bool:
         return self.feature is None or self.feature in features
@@ -188,6 +191,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("devices", None, "`None` (every CUDA device, else the CPU), `\"cpu\"`, `0`, `[\"cuda:0\", \"cuda:1\"]`; "
            "several devices score in one worker process each", flag="--device",
            cli={"action": "append", "metavar": "DEVICE"}),
+    Option("worker_timeout", 60, "seconds a device's worker process may go without a heartbeat (stopped, frozen) "
+           "before the call raises `WorkerError` naming it (several devices; at least 60 while it starts)",
+           _positive_int, flag="--worker-timeout", cli={"type": positive_int_text, "metavar": "SECONDS"}),
     Option("cache_dir", None, "where hub checkpoints are cached", _optional_text, flag="--cache-dir", cli=_PATH),
     Option("trust_remote_code", False, "let transformers run the checkpoint's own Python code", _flag,
            flag="--trust-remote-code", cli=_SWITCH),
@@ -198,22 +204,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("onnx_dir", None, "where the onnx backend keeps its exports (default `~/.cache/autorerank/onnx`)",
            _optional_text, flag="--onnx-dir", cli=_PATH),
     Option("query_instruction_for_rerank", None, "text put before each query", _optional_text,
-           flag="--query-instruction", cli=_TEXT,
+           flag="--query-instruction", cli=_TEXT, keeps_none=True,
            default_text="`None` (LLM kinds: `\"A: \"`; pass None to remove)"),
     Option("query_instruction_format", "{}{}", "how instruction and query join (a literal `\\n` is a newline)",
            _instruction_format, flag="--query-instruction-format", cli=_FORMAT),
     Option("passage_instruction_for_rerank", None, "text put before each passage", _optional_text,
-           flag="--passage-instruction", cli=_TEXT,
+           flag="--passage-instruction", cli=_TEXT, keeps_none=True,
            default_text="`None` (LLM kinds: `\"B: \"`; pass None to remove)"),
     Option("passage_instruction_format", "{}{}", "how instruction and passage join", _instruction_format,
            flag="--passage-instruction-format", cli=_FORMAT),
+    Option("split_special_tokens", False, "read text in queries and passages (instructions included) that spells "
+           "a special token (`</s>`, `[SEP]`, `<eos>`) as plain text, so documents cannot inject separators or "
+           "answers; the layout's own special tokens and the prompt stay special (`False`: such text becomes the "
+           "special token, as in FlagEmbedding)", _flag, flag="--split-special-tokens", cli=_SWITCH),
+    Option("strict", False, "turn the warning about an option that has no effect here, or is misspelt, into an "
+           "`UnknownOptionError`", _flag),
     # --- scoring: constructor defaults that compute_score(..., name=value) overrides per call
     Option("batch_size", 128, "most pairs in one forward pass", _positive_int, per_call=True, flag="--batch-size",
            cli=_INT),
     Option("max_batch_tokens", AUTO, "most padded tokens in one forward pass, batches filled by length under it; "
            "`\"auto\"`: 16384 on GPUs, on CPUs the widest activation near 16 MiB (2730 tokens for MiniLM-L6, 1365 "
            "for a base model: 15-40% faster than large batches); `None`: no budget", _batch_tokens, per_call=True,
-           flag="--max-batch-tokens", cli={"type": batch_tokens_text, "metavar": "N|auto|none"}),
+           flag="--max-batch-tokens", cli={"type": batch_tokens_text, "metavar": "N|auto|none"}, keeps_none=True),
     Option("max_length", 512, "token limit of a pair; passages are cut so the pair fits", _positive_int,
            per_call=True, flag="--max-length", cli=_INT),
     Option("query_max_length", None, "token limit of the query", _optional_positive_int, per_call=True,
@@ -250,6 +262,11 @@ _FACTORY_ONLY = frozenset({"model_class"})
 
 def option(name: str) -> Option:
     return _BY_NAME[name]
+
+
+def is_option(name: str) -> bool:
+    """Whether ``name`` is an option (or a deprecated spelling of one)."""
+    return name in _BY_NAME or name in ALIASES
 
 
 # ----------------------------------------------------------------------------- resolved values
@@ -306,22 +323,28 @@ def passage_limit(options: Options) -> int:
 def constructor_options(
     owner: str, features: frozenset[str], kind_defaults: Mapping[str, Any], given: Mapping[str, Any]
 ) -> Options:
-    """Every option that applies to a kind: the table's default, the kind's, then the given value, checked."""
-    given = _resolve_aliases(given)
-    _refuse(owner, "__init__", features, given, allowed=lambda row: row.name not in _FACTORY_ONLY)
+    """Every option that applies to a kind: the table's default, the kind's, then the given value, checked.
+
+    A name with no effect on this kind, or not an option at all, is named in a warning (with the closest valid
+    name) and set aside, as FlagEmbedding accepts any keyword; ``strict=True`` makes it an UnknownOptionError.
+    """
+    strict = _flag("strict", given.get("strict", False))
+    given = _set_aside(owner, "__init__", features, _resolve_aliases(given), strict, _settable_at_load)
     values: dict[str, Any] = {}
     for row in OPTIONS:
         if row.name in _FACTORY_ONLY or not row.applies_to(features) or not row.effect:
             continue
-        value = given[row.name] if row.name in given else kind_defaults.get(row.name, row.default)
+        value = given.get(row.name)
+        if row.name not in given or (value is None and not row.keeps_none):  # None means "the default"
+            value = kind_defaults.get(row.name, row.default)
         values[row.name] = row.check(row.name, value)
     return Options(values)
 
 
 def call_options(owner: str, features: frozenset[str], current: Options, given: Mapping[str, Any]) -> Options:
-    """``current`` with ``compute_score``'s overrides; None keeps the constructor's value, as in the reference."""
-    given = _resolve_aliases(given)
-    _refuse(owner, "compute_score", features, given, allowed=lambda row: row.per_call)
+    """``current`` with ``compute_score``'s overrides; None keeps the constructor's value, as in the reference.
+    Names that cannot change anything per call are set aside as in :func:`constructor_options`."""
+    given = _set_aside(owner, "compute_score", features, _resolve_aliases(given), current.strict, _per_call)
     changes = {
         name: _BY_NAME[name].check(name, value)
         for name, value in given.items()
@@ -335,38 +358,51 @@ def _resolve_aliases(given: Mapping[str, Any]) -> dict[str, Any]:
     resolved = dict(given)
     for old, new in ALIASES.items():
         if old in resolved:
-            warnings.warn(f"{old}= is deprecated; use {new}= instead.", DeprecationWarning, stacklevel=5)
+            warn_caller(f"{old}= is deprecated; use {new}= instead.", DeprecationWarning)
             value = resolved.pop(old)
             if resolved.get(new) is None:
                 resolved[new] = value
     return resolved
 
 
-def _refuse(
+def _settable_at_load(row: Option) -> bool:
+    return row.name not in _FACTORY_ONLY
+
+
+def _per_call(row: Option) -> bool:
+    return row.per_call
+
+
+def _set_aside(
     owner: str,
     method: str,
     features: frozenset[str],
-    given: Mapping[str, Any],
+    given: dict[str, Any],
+    strict: bool,
     allowed: Callable[[Option], bool],
-) -> None:
-    """Raise UnknownOptionError for names that are not options of this kind (or not settable here)."""
+) -> dict[str, Any]:
+    """``given`` without the names that cannot take effect here; those are named in one warning (or, with
+    ``strict``, an UnknownOptionError) saying why."""
     accepted = sorted(row.name for row in OPTIONS if row.applies_to(features) and allowed(row))
     rejected = sorted(name for name in given if name not in accepted)
     if not rejected:
-        return
-    reasons = [_why_not(name, features, accepted, method) for name in rejected]
-    raise UnknownOptionError(f"{owner}.{method}() got {'; '.join(reasons)}.", rejected)
+        return given
+    reasons = "; ".join(_why_not(name, features, accepted) for name in rejected)
+    if strict:
+        raise UnknownOptionError(f"{owner}.{method}() got {reasons}.", rejected)
+    warn_caller(f"{owner}.{method}() ignored {reasons}.")
+    return {name: value for name, value in given.items() if name not in rejected}
 
 
-def _why_not(name: str, features: frozenset[str], accepted: list[str], method: str) -> str:
+def _why_not(name: str, features: frozenset[str], accepted: list[str]) -> str:
     row = _BY_NAME.get(name)
     if row is not None and not row.applies_to(features):
-        return f"{name}=, which does not apply to this kind of reranker"
+        return f"{name}=, which has no effect on this kind of reranker"
     if row is not None:
         return f"{name}=, which is set when the reranker is loaded, not per call"
     close = difflib.get_close_matches(name, accepted, n=1)
     hint = f" (did you mean {close[0]}=?)" if close else ""
-    return f"an unexpected keyword argument {name}={hint}"
+    return f"{name}=, which is not an autorerank option{hint}"
 
 
 # ----------------------------------------------------------------------------- documentation

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .backends.base import Runtime
 from .batching import Features, collate, default_batch_tokens, plan_batches
+from .errors import warn_caller
 from .kinds.base import Kind, Plan
 from .options import AUTO, Options
 
-__all__ = ["CHUNK_PAIRS", "Engine", "TextChunk", "chunked", "unique_pairs"]
+__all__ = ["CHUNK_PAIRS", "Engine", "TextChunk", "chunked", "finish_scores", "unique_pairs"]
 
 # Pairs tokenized per step: large enough for length sorting to pay off, small enough to overlap and stream.
 CHUNK_PAIRS = 4096
@@ -54,6 +56,12 @@ def chunked(queries: list[str], passages: list[str], size: int | None = None) ->
         yield queries[start : start + size], passages[start : start + size]
 
 
+def finish_scores(scores: np.ndarray, normalize: bool) -> np.ndarray:
+    """Raw scores as float64, through a sigmoid when asked."""
+    values = scores.astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-values)) if normalize else values
+
+
 @dataclass(frozen=True)
 class Engine:
     """One process's scoring machinery for one loaded model: kind hooks, their constants, a runtime."""
@@ -63,6 +71,7 @@ class Engine:
     runtime: Runtime
     pad_id: int
     config: Mapping[str, Any]  # config.json, which sizes the "auto" token budget
+    _halved: bool = field(default=False, init=False)  # warned about an out-of-memory retry already
 
     def score_chunks(
         self, chunks: Iterable[TextChunk], options: Options, plan: Plan, bar: tqdm
@@ -88,9 +97,36 @@ class Engine:
         budget = options.max_batch_tokens
         if budget == AUTO:
             budget = default_batch_tokens(self.runtime.device, self.config)
-        device, side = self.runtime.device, self.kind.padding_side
         for rows in plan_batches(features.lengths, max_pairs=options.batch_size, max_tokens=budget):
-            batch = collate(features, rows, pad_id=self.pad_id, side=side, device=device)
-            scores[:, rows] = self.runtime.score(batch, plan).float().cpu().numpy()
+            scores[:, rows] = self._score_rows(features, rows, plan)
             bar.update(len(rows))
         return scores
+
+    def _score_rows(self, features: Features, rows: np.ndarray, plan: Plan) -> np.ndarray:
+        """Scores ``(n_outputs, len(rows))`` of one batch; out of device memory, the batch is halved and retried
+        (down to one pair), as FlagEmbedding does, with one warning per engine."""
+        batch = collate(
+            features, rows, pad_id=self.pad_id, side=self.kind.padding_side, device=self.runtime.device
+        )
+        try:
+            return self.runtime.score(batch, plan).float().cpu().numpy()
+        except torch.cuda.OutOfMemoryError:
+            if len(rows) == 1:
+                raise
+        del batch
+        _release_cached_memory()
+        if not self._halved:
+            object.__setattr__(self, "_halved", True)
+            warn_caller(
+                f"Out of device memory on a batch of {len(rows)} pairs; halving such batches and retrying."
+            )
+        half = len(rows) // 2
+        return np.concatenate(
+            [self._score_rows(features, rows[:half], plan), self._score_rows(features, rows[half:], plan)],
+            axis=1,
+        )
+
+
+def _release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -5,7 +5,9 @@ the fingerprint hashes the weights, the config, the recipe below and the library
 to the weights (a new checkpoint, a merged PEFT adapter) therefore lands in a new folder instead of
 loading a stale export. Each variant is built in a hidden temporary folder next to its final place
 and renamed into place only when complete and validated, so a crash or a concurrent build never
-leaves a file that a later load would trust.
+leaves a file that a later load would trust. ``export.json`` records each model file's size and sha256;
+a load checks them (hashing each file once per process) and rebuilds, with a warning naming the file, a
+variant whose files were damaged, truncated or emptied since.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 
 from ..compat import eager_attention
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, warn_caller
 from ..kinds.base import ScoreModule
 from ..optional import require
 from .base import max_score_error, sample_inputs
@@ -38,6 +40,7 @@ __all__ = ["MODEL_FILE", "cache_root", "ensure_variant", "export_folder"]
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+REPORT_FILE = "export.json"  # how a variant was built, and the size and sha256 of each of its model files
 # Bump when the export, fusion or quantization recipe changes: old cache entries are then not reused.
 RECIPE = "autorerank-onnx-2"
 OPSET = 17
@@ -51,6 +54,9 @@ _FINGERPRINT_ELEMENTS = 1 << 22
 _BERT_FAMILY = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
 # A build folder untouched this long belongs to a process that died: safe to delete.
 _ABANDONED_AFTER_S = 24 * 3600
+# Model files whose checksum this process has verified, with the stat they had then: a file is hashed once per
+# process (1.3 GB/s here: ~1.7 s for a 2.2 GB fp32 XLM-R large) and again only if it changes.
+_VERIFIED: dict[Path, tuple[int, int, int, int]] = {}
 
 
 # ----------------------------------------------------------------------------- where the files live
@@ -95,9 +101,15 @@ def ensure_variant(model: ScoreModule, folder: Path, quantize: str | None) -> Pa
     """Path of the ``model.onnx`` for ``quantize`` (None: fp32, ``"int8"``), exporting it first if absent."""
     variant = "fp32" if quantize is None else f"{quantize}-{INT8_SCHEME}"
     target = folder / variant / MODEL_FILE
-    if target.is_file():
-        logger.info("Reusing the ONNX export at %s", target)
-        return target
+    if target.parent.exists():
+        problem = _damage(target.parent)
+        if problem is None:
+            logger.info("Reusing the ONNX export at %s", target)
+            return target
+        warn_caller(
+            f"The cached ONNX export is damaged: {problem}. Rebuilding {target.parent}.", RuntimeWarning
+        )
+        _discard(target.parent)
     fp32 = ensure_variant(model, folder, None) if quantize else None
     folder.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(folder)
@@ -109,15 +121,88 @@ def ensure_variant(model: ScoreModule, folder: Path, quantize: str | None) -> Pa
             if fp32 is None
             else _quantize_int8(fp32, partial / MODEL_FILE)
         )
-        (partial / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+        report["files"] = {path.name: _file_record(path) for path in _model_files(partial)}
+        (partial / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
         _publish(partial, folder / variant)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return target
 
 
+# ----------------------------------------------------------------------------- checking a cached variant
+def _model_files(variant: Path) -> list[Path]:
+    """``model.onnx`` and its weights side file, if any."""
+    return sorted(path for path in variant.glob(f"{MODEL_FILE}*") if path.is_file())
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _damage(variant: Path) -> str | None:
+    """What is wrong with a published variant's files (naming the file), or None when they are as exported."""
+    report_path = variant / REPORT_FILE
+    try:
+        recorded = json.loads(report_path.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"{report_path} cannot be read ({exc})"
+    if not isinstance(recorded, dict) or MODEL_FILE not in recorded:
+        return f"{report_path} records no checksum of {MODEL_FILE} (an export by an older autorerank)"
+    for name, record in sorted(recorded.items()):
+        problem = _file_damage(variant / name, record)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _file_damage(path: Path, record: Any) -> str | None:
+    try:
+        stat = path.stat()
+        seen = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        if _VERIFIED.get(path) == seen:
+            return None
+        if stat.st_size != record["bytes"]:
+            return f"{path} has {stat.st_size} bytes where {record['bytes']} were written"
+        if _sha256(path) != record["sha256"]:
+            return f"{path} does not match the sha256 recorded when it was exported"
+    except OSError as exc:
+        return f"{path} cannot be read ({exc})"
+    except (KeyError, TypeError):
+        return f"the record of {path} in {REPORT_FILE} is incomplete"
+    _VERIFIED[path] = seen
+    return None
+
+
+def _discard(variant: Path) -> None:
+    """Move a damaged variant out of the way (one rename, so no load trusts it meanwhile), then delete it."""
+    broken = variant.with_name(f".broken-{variant.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(variant, broken)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    except OSError as exc:
+        raise ModelLoadError(
+            f"Cannot replace the damaged ONNX export {variant} ({exc}); delete that folder and load again."
+        ) from exc
+    for path in _model_files(broken):
+        _VERIFIED.pop(variant / path.name, None)
+    shutil.rmtree(broken, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- publishing a variant
 def _remove_abandoned_builds(folder: Path) -> None:
-    """Temporary folders left by a process killed mid-build (never loaded, only taking space)."""
+    """Temporary folders left by a process killed mid-build, and damaged variants whose deletion was cut short
+    (never loaded, only taking space)."""
+    for broken in folder.glob(".broken-*"):
+        shutil.rmtree(broken, ignore_errors=True)
     cutoff = time.time() - _ABANDONED_AFTER_S
     for partial in folder.glob(".partial-*"):
         try:

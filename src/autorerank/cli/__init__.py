@@ -5,15 +5,19 @@
 * 0: done;
 * 1: a failure while scoring (a worker crashed);
 * 2: bad usage or a bad input (file, line and problem on stderr, no traceback);
-* 130: interrupted (``score`` keeps what it wrote: rerun it to resume).
+* 130: interrupted (``score`` keeps what it wrote: rerun it to resume; ``rerank-run`` starts over).
+
+Library warnings (an option refused on this device, say) are printed as ``autorerank: warning: ...`` lines.
 
 Commands: ``rank``, ``score``, ``rerank-run``, ``eval``, ``info``; each has ``--help``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -35,6 +39,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     except SystemExit as exit_request:  # --help, or a usage error argparse already printed
         return int(exit_request.code or 0)
     out = stdout if stdout is not None else sys.stdout
+    with warnings.catch_warnings():  # restores the caller's warning display when the command ends
+        warnings.showwarning = _show_warning
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         return COMMANDS[args.command](args, out)
     except BrokenPipeError:  # e.g. `autorerank rank ... | head -3`; before OSError, its base class
@@ -45,12 +55,25 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     except (AutoRerankError, OSError) as exc:  # our errors say file, line and fix; OSErrors name the path
         return _fail(EXIT_USAGE, _describe(exc))
     except KeyboardInterrupt:
-        kept = (
-            "; the scores written so far are kept: rerun the same command to resume"
-            if args.command == "score"
-            else ""
-        )
-        return _fail(EXIT_INTERRUPTED, "interrupted" + kept)
+        return _fail(EXIT_INTERRUPTED, "interrupted" + _AFTER_INTERRUPT.get(args.command, ""))
+
+
+_AFTER_INTERRUPT = {
+    "score": "; the scores written so far are kept: rerun the same command to resume",
+    "rerank-run": "; nothing was written (rerank-run writes its output when every query is done): "
+    "rerunning starts over",
+}
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"autorerank: warning: {message}", file=sys.stderr)
 
 
 def _fail(code: int, message: str) -> int:

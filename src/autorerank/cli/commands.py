@@ -11,10 +11,10 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from .. import evaluation, jobs
-from ..errors import STDIN, InputFileError, InvalidOptionError, UnknownOptionError
+from ..errors import STDIN, AutoRerankError, InputFileError, InvalidOptionError, UnknownOptionError
 from ..io.lines import atomic_writer, numbered_lines
 from ..io.pairs import pair_format
 from ..io.trec import read_qrels, read_run, run_to_dict, write_run_lines
@@ -23,20 +23,62 @@ from .parser import MODEL_FLAGS, model_kwargs
 __all__ = ["COMMANDS"]
 
 
+# Options that change how fast scores come, or where things are kept, but not the scores: left out of the
+# settings a score output records, so that resuming with another --batch-size or --device is allowed.
+_SCORE_NEUTRAL = frozenset(
+    {"devices", "batch_size", "max_batch_tokens", "cache_dir", "onnx_dir", "worker_timeout"}
+)
+# Characters that would split a document of `rank`'s plain output into several lines or columns (str.splitlines'
+# line breaks and the tab), written as Python escapes; the backslash first, so the text reads back unambiguously.
+_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+    | {char: repr(char)[1:-1] for char in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+)
+
+
 def _load_model(args: argparse.Namespace) -> Any:
     from .. import AutoReranker
 
     kwargs = model_kwargs(args)
+    try:  # strict: a flag that would do nothing for this model is an error, not a warning
+        return AutoReranker.from_finetuned(args.model, strict=True, **kwargs)
+    # An option this kind of model does not take, e.g. --prompt on an encoder.
+    except UnknownOptionError as exc:
+        flags = [str(row.flag) for row in MODEL_FLAGS if row.name in exc.names] or exc.names
+        verb = "does" if len(flags) == 1 else "do"
+        raise InvalidOptionError(
+            f"{', '.join(flags)} {verb} not apply to {_kind_of(args.model, kwargs)}; leave it out"
+        ) from None
+
+
+def _kind_of(model: str, kwargs: dict[str, Any]) -> str:
+    """How to name the kind of ``model`` in a message (reads its config.json, not its weights)."""
+    from ..auto import detect_kind
+    from ..loading import normalize_model_path
+
     try:
-        return AutoReranker.from_finetuned(args.model, **kwargs)
-    except (
-        UnknownOptionError
-    ) as exc:  # an option this kind of model does not take, e.g. --prompt on an encoder
-        flags = [str(row.flag) for row in MODEL_FLAGS if row.name in exc.names]
-        raise InvalidOptionError(f"{', '.join(flags)} does not apply to this model ({exc})") from None
+        kind, _ = detect_kind(
+            normalize_model_path(model), kwargs.get("model_class"), cache_dir=kwargs.get("cache_dir")
+        )
+    except (AutoRerankError, OSError):
+        return "this model"
+    return f"{kind} models"
+
+
+def _score_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a score output records: the model and the flags given that change scores (at a non-default value)."""
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    options = {
+        str(row.flag): getattr(args, row.name)
+        for row in MODEL_FLAGS
+        if row.name not in _SCORE_NEUTRAL and getattr(args, row.name) not in (None, row.default)
+    }
+    return {"model": model, "options": options}
 
 
 def _check_output_dir(path: str) -> None:
+    if path == STDIN:
+        return
     parent = Path(path).parent
     if not parent.is_dir():
         raise InputFileError(path, None, f"cannot write here: the folder {str(parent)!r} does not exist")
@@ -47,8 +89,19 @@ def _format_score(score: Any) -> str:
     return " ".join(repr(float(s)) for s in score) if isinstance(score, (list, tuple)) else repr(float(score))
 
 
+def _stdin_documents() -> list[str]:
+    # At a terminal, a user who forgot the documents would otherwise see nothing happen.
+    if sys.stdin is not None and sys.stdin.isatty():
+        print(
+            "autorerank: reading documents from standard input, one per line; end with Ctrl-D "
+            "(or pass the documents as arguments after --query)",
+            file=sys.stderr,
+        )
+    return [text for _, text in numbered_lines(STDIN) if text.strip()]
+
+
 def run_rank(args: argparse.Namespace, out: TextIO) -> int:
-    documents = args.documents or [text for _, text in numbered_lines(STDIN) if text.strip()]
+    documents = args.documents or _stdin_documents()
     if not documents:
         raise InputFileError(
             STDIN, None, "no documents: pass them as arguments or one per line on standard input"
@@ -61,8 +114,9 @@ def run_rank(args: argparse.Namespace, out: TextIO) -> int:
             + "\n"
         )
         return 0
+    out.write("rank\tscore\tdocument\n")
     out.writelines(
-        f"{rank}\t{_format_score(result.relevance_score)}\t{result.document}\n"
+        f"{rank}\t{_format_score(result.relevance_score)}\t{result.document.translate(_ESCAPES)}\n"
         for rank, result in enumerate(results, start=1)
     )
     return 0
@@ -71,11 +125,16 @@ def run_rank(args: argparse.Namespace, out: TextIO) -> int:
 def run_score(args: argparse.Namespace, out: TextIO) -> int:
     fmt = pair_format(args.input, args.input_format)
     _check_output_dir(args.output)
-    job = jobs.plan_score_job(args.input, args.output, fmt=fmt, overwrite=args.overwrite)
+    job = jobs.plan_score_job(
+        args.input, args.output, fmt=fmt, overwrite=args.overwrite, settings=_score_settings(args)
+    )
     with _load_model(args) as reranker:
-        result = jobs.score_pair_file(reranker, job, chunk_size=args.chunk_size, progress=args.progress)
+        result = jobs.score_pair_file(
+            reranker, job, chunk_size=args.chunk_size, progress=args.progress, stdout=out
+        )
     resumed = f" (resumed after {result.skipped} already scored)" if result.skipped else ""
-    print(f"scored {result.scored} pairs into {args.output}{resumed}", file=sys.stderr)
+    where = "standard output" if args.output == STDIN else args.output
+    print(f"scored {result.scored} pairs into {where}{resumed}", file=sys.stderr)
     return 0
 
 
@@ -84,12 +143,20 @@ def run_rerank_run(args: argparse.Namespace, out: TextIO) -> int:
     inputs = jobs.load_rerank_inputs(args.run, args.queries, args.corpus, depth=args.depth)
     with _load_model(args) as reranker:
         ranked = jobs.rerank_run(reranker, inputs, chunk_size=args.chunk_size, progress=args.progress)
-    with atomic_writer(args.output) as handle:
-        for query_id, ranking in ranked.items():
-            write_run_lines(handle, query_id, ranking, args.tag)
+    if args.output == STDIN:
+        _write_run(out, ranked, args.tag)
+    else:
+        with atomic_writer(args.output) as handle:
+            _write_run(handle, ranked, args.tag)
     reranked = sum(min(len(entries), args.depth) for entries in inputs.run.values())
-    print(f"reranked {reranked} documents of {len(ranked)} queries into {args.output}", file=sys.stderr)
+    where = "standard output" if args.output == STDIN else args.output
+    print(f"reranked {reranked} documents of {len(ranked)} queries into {where}", file=sys.stderr)
     return 0
+
+
+def _write_run(handle: IO[str], ranked: jobs.RankedRun, tag: str) -> None:
+    for query_id, ranking in ranked.items():
+        write_run_lines(handle, query_id, ranking, tag)
 
 
 def run_eval(args: argparse.Namespace, out: TextIO) -> int:

@@ -11,13 +11,14 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import __version__
 from ..evaluation import DEFAULT_MEASURES
-from ..io.pairs import PAIR_FORMATS
+from ..io.pairs import PAIR_FORMATS, PASSAGE_NAMES, QUERY_NAMES
 from ..jobs import DEFAULT_CHUNK_SIZE
 from ..options import OPTIONS, Option
 from ..options import positive_int_text as positive_int
 
-__all__ = ["MODEL_FLAGS", "build_parser", "model_kwargs", "parse_args"]
+__all__ = ["MODEL_FLAGS", "build_parser", "layer_list", "model_kwargs", "parse_args"]
 
 
 def run_tag(text: str) -> str:
@@ -26,6 +27,20 @@ def run_tag(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} must be one word without spaces")
     return text
 
+
+def layer_list(text: str) -> list[int]:
+    """argparse type ``"layers"`` of the option table: ``4`` or ``4,5`` (a flag given twice adds to the list)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a layer number or a comma-separated list of them (e.g. 4 or 4,5)"
+        ) from None
+
+
+# argparse types the option table names by a string, so that it needs no CLI code.
+_NAMED_TYPES = {"layers": layer_list}
+_LIST_NOTE = {"layers": " (comma-separated, e.g. 4,5, or the flag repeated)"}
 
 # The library options that have a flag, from the one option table.
 MODEL_FLAGS: tuple[Option, ...] = tuple(row for row in OPTIONS if row.flag)
@@ -39,21 +54,24 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name")
+    for name, function in _NAMED_TYPES.items():
+        parser.register("type", name, function)
     group = parser.add_argument_group("model options")
     precision = group.add_mutually_exclusive_group()
     for row in MODEL_FLAGS:
         target = precision if row.name in ("use_fp16", "use_bf16") else group
         assert row.flag is not None
+        note = _LIST_NOTE.get(str(row.cli.get("type")), "")
         target.add_argument(
             row.flag,
             dest=row.name,
             default=None,
-            help=row.help.replace("`", "").replace("%", "%%"),
+            help=(row.help + note).replace("`", "").replace("%", "%%"),
             **row.cli,
         )
 
 
-def _add_progress(parser: argparse.ArgumentParser) -> None:
+def _add_progress(parser: argparse.ArgumentParser, chunk_help: str) -> None:
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -64,8 +82,7 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
         "--chunk-size",
         type=positive_int,
         default=DEFAULT_CHUNK_SIZE,
-        help="pairs sent to the model per call; each chunk is written before the next "
-        f"(default {DEFAULT_CHUNK_SIZE})",
+        help=f"{chunk_help} (default {DEFAULT_CHUNK_SIZE})",
     )
 
 
@@ -95,13 +112,25 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> _Parser:
     parser = _Parser(prog="autorerank", description="Score and rerank with cross-encoder and LLM rerankers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser._subcommands = commands.choices
+    _add_rank(commands)
+    _add_score(commands)
+    _add_rerank_run(commands)
+    _add_eval(commands)
+    _add_info(commands)
+    return parser
 
+
+def _add_rank(commands: argparse._SubParsersAction[_Parser]) -> None:
     rank = commands.add_parser(
         "rank",
         help="rank documents for one query",
-        description="Print the documents ranked by relevance to the query, with scores.",
+        description="Print the documents ranked by relevance to the query, best first: a header line "
+        "'rank<TAB>score<TAB>document', then one line per document. Backslashes, tabs and line breaks inside "
+        "a document are printed as \\\\, \\t, \\n (\\r, \\x0b, ...), so that each document is one line; "
+        "--json prints the documents as they are.",
     )
     _add_model_options(rank)
     rank.add_argument("--query", "-q", required=True, help="the query")
@@ -109,39 +138,53 @@ def build_parser() -> _Parser:
         "documents",
         nargs="*",
         metavar="DOC",
-        help="documents to rank; without any, one per line from standard input",
+        help="documents to rank; without any, one per line from standard input (end with Ctrl-D)",
     )
     rank.add_argument("--top-k", type=positive_int, help="print only the best K")
     rank.add_argument(
         "--json", action="store_true", help="print JSON records {index, relevance_score, document}"
     )
 
+
+def _add_score(commands: argparse._SubParsersAction[_Parser]) -> None:
     score = commands.add_parser(
         "score",
         help="score a file of (query, passage) pairs",
         description="Score every pair of a JSONL/TSV/CSV file into a JSONL file of "
-        '{"index", "score"} records. Rerunning with the same --output '
-        "resumes after the pairs it already holds.",
+        '{"index", "score"} records. Rerunning with the same --output resumes after the pairs it already '
+        "holds; OUTPUT.meta.json records the model, the options that change scores and the input, and a "
+        "resume with other ones is refused.",
     )
     _add_model_options(score)
     score.add_argument(
         "--input",
         "-i",
         required=True,
-        help="pairs: JSONL with 'query' and 'passage' fields, or TSV/CSV with two columns; - for stdin",
+        help="pairs: JSONL with 'query' and 'passage' fields, or TSV/CSV with two columns; - for stdin. "
+        f"A first row naming the columns is skipped (query: {', '.join(QUERY_NAMES)}; passage: "
+        f"{', '.join(PASSAGE_NAMES)}; any case)",
     )
     score.add_argument(
-        "--input-format", choices=PAIR_FORMATS, help="the input format (default: from its name)"
+        "--input-format",
+        choices=PAIR_FORMATS,
+        help="the input format (default: from its name, else from its first line)",
     )
-    score.add_argument("--output", "-o", required=True, help="JSONL scores, appended to (resumable)")
+    score.add_argument(
+        "--output", "-o", required=True, help="JSONL scores, appended to (resumable); - for stdout"
+    )
     score.add_argument("--overwrite", action="store_true", help="start the output afresh instead of resuming")
-    _add_progress(score)
+    _add_progress(
+        score, "pairs sent to the model per call; each chunk is written to the output before the next"
+    )
 
+
+def _add_rerank_run(commands: argparse._SubParsersAction[_Parser]) -> None:
     rerank = commands.add_parser(
         "rerank-run",
         help="rerank a TREC run",
         description="Rerank the top documents of each query of a TREC run and write "
-        "a TREC run; documents below --depth follow, in their order.",
+        "a TREC run; documents below --depth follow, in their order. The output is written once, atomically, "
+        "when every query is reranked: an interrupted run does not resume, it starts over.",
     )
     _add_model_options(rerank)
     rerank.add_argument("--run", required=True, help="the first-stage TREC run (qid Q0 docid rank score tag)")
@@ -149,23 +192,36 @@ def build_parser() -> _Parser:
         "--queries", required=True, help="queries: TSV 'qid<TAB>text' or BEIR JSONL {_id, text}"
     )
     rerank.add_argument(
-        "--corpus", required=True, help="documents: BEIR JSONL {_id, title, text} or TSV 'docid<TAB>text'"
+        "--corpus",
+        required=True,
+        help="documents: BEIR JSONL {_id, title, text}, or TSV 'docid<TAB>text' or 'docid<TAB>title<TAB>text'",
     )
     rerank.add_argument(
         "--depth", type=positive_int, default=100, help="documents reranked per query (default 100)"
     )
-    rerank.add_argument("--output", "-o", required=True, help="the reranked TREC run (written atomically)")
+    rerank.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help="the reranked TREC run (written atomically when done); - for stdout",
+    )
     rerank.add_argument(
         "--tag", type=run_tag, default="autorerank", help="the run tag, last column (default autorerank)"
     )
-    _add_progress(rerank)
+    _add_progress(rerank, "pairs sent to the model per call, in whole queries")
 
+
+def _add_eval(commands: argparse._SubParsersAction[_Parser]) -> None:
     evaluate = commands.add_parser(
         "eval",
         help="evaluate TREC runs against qrels",
         description="Print retrieval measures of a run (with ir-measures).",
     )
-    evaluate.add_argument("--qrels", required=True, help="judgments: TREC qrels or BEIR qrels TSV")
+    evaluate.add_argument(
+        "--qrels",
+        required=True,
+        help="judgments: TREC qrels 'qid 0 docid relevance', or a BEIR qrels TSV with its header line",
+    )
     evaluate.add_argument("--run", required=True, help="the TREC run to evaluate")
     evaluate.add_argument(
         "--metrics",
@@ -181,6 +237,8 @@ def build_parser() -> _Parser:
     )
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+
+def _add_info(commands: argparse._SubParsersAction[_Parser]) -> None:
     info = commands.add_parser(
         "info",
         help="show what a model is and how it was detected",
@@ -189,4 +247,3 @@ def build_parser() -> _Parser:
     )
     _add_model_options(info)
     info.add_argument("--json", action="store_true", help="print JSON")
-    return parser

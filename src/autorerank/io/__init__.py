@@ -4,7 +4,8 @@
 * :mod:`.trec`: TREC runs and qrels;
 * :mod:`.texts`: query and corpus files (BEIR JSONL or TSV);
 * :mod:`.pairs`: (query, passage) pair files (JSONL, TSV, CSV);
-* :mod:`.scores`: the resumable JSONL score output.
+* :mod:`.scores`: the resumable JSONL score output;
+* :mod:`.meta`: the settings file next to it (``OUTPUT.meta.json``) that keeps a resume from mixing outputs.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,17 @@ from typing import IO
 
 from ..errors import STDIN, InputFileError, display_name
 
-__all__ = ["STDIN", "atomic_writer", "display_name", "numbered_lines"]
+__all__ = [
+    "STDIN",
+    "atomic_writer",
+    "count_lines",
+    "display_name",
+    "first_text_line",
+    "is_stream",
+    "numbered_lines",
+]
+
+_BLOCK = 1 << 20
 
 
 def numbered_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
@@ -44,6 +55,35 @@ def numbered_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             yield number, text.rstrip("\r\n")
+
+
+def first_text_line(path: str | os.PathLike[str]) -> str | None:
+    """The first non-blank line of a file (for sniffing its format), or None when it has none."""
+    return next((text for _, text in numbered_lines(path) if text.strip()), None)
+
+
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is standard input/output (``-``) or exists as something other than a regular file
+    (``/dev/null``, ``/dev/stdout``, a pipe): nothing to read back, resume or replace."""
+    if str(path) == STDIN:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def count_lines(path: str | os.PathLike[str]) -> int | None:
+    """The lines of a regular, uncompressed file, counted in large blocks (an estimate of its records, for a
+    progress bar); None for standard input, pipes and ``.gz`` files, which cannot be read twice cheaply."""
+    if is_stream(path) or str(path).endswith(".gz"):
+        return None
+    count, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 @contextlib.contextmanager

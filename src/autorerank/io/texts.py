@@ -1,10 +1,12 @@
 """Query and corpus files: look up the texts behind the ids of a run.
 
-Two layouts are read, chosen by the file name (``.jsonl``/``.json``, ``.tsv``/``.txt``, each
+Two layouts are read, chosen by the file name (``.jsonl``/``.json``, ``.tsv``, each
 optionally ``.gz``) or, for other names, by whether the first line starts with ``{``:
 
 * BEIR JSONL: queries ``{"_id", "text"}``, corpus ``{"_id", "title", "text"}`` (title optional);
-* TSV: ``id<TAB>text``, split at the first tab (MS MARCO's ``queries.tsv``/``collection.tsv``).
+* TSV: ``id<TAB>text``, split at the first tab (MS MARCO's ``queries.tsv``/``collection.tsv``); a corpus
+  may also have three columns, ``docid<TAB>title<TAB>text``, or the order a first header line names
+  (``id<TAB>text<TAB>title`` in DPR's ``psgs_w100.tsv``; header names: an id, ``title``, ``text``).
 
 A corpus document's title and text are joined as BEIR's reranking and dense-retrieval code
 join them, ``(title + " " + text).strip()`` (``beir/reranking/rerank.py``; its SentenceBERT
@@ -22,7 +24,7 @@ import os
 from collections.abc import Collection
 
 from ..errors import InputFileError
-from .lines import numbered_lines
+from .lines import first_text_line, numbered_lines
 
 __all__ = ["join_title", "read_corpus", "read_queries"]
 
@@ -54,13 +56,20 @@ def _read_texts(
     texts: dict[str, str] = {}
     first_line: dict[str, int] = {}
     as_json = _is_jsonl(path)
+    title_first: bool | None = None  # the column order of a corpus TSV; None until its first line is read
     for number, line in numbered_lines(path):
         if not line.strip():
             continue
         if as_json:
             item_id, text = _parse_json_item(path, number, line, documents=documents)
-        else:
+        elif not documents:
             item_id, text = _parse_tsv_item(path, number, line)
+        elif title_first is None and (header := _tsv_header(line)) is not None:
+            title_first = header
+            continue
+        else:
+            title_first = True if title_first is None else title_first
+            item_id, text = _parse_tsv_document(path, number, line, title_first=title_first)
         if wanted is not None and item_id not in wanted:
             continue
         if item_id in texts:
@@ -76,12 +85,10 @@ def _is_jsonl(path: str | os.PathLike[str]) -> bool:
     name = str(path).lower().removesuffix(".gz")
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return True
-    if name.endswith((".tsv", ".txt", ".tab")):
+    if name.endswith((".tsv", ".tab")):  # a .txt is sniffed: JSONL files are often named so
         return False
-    for _, line in numbered_lines(path):
-        if line.strip():
-            return line.lstrip().startswith("{")
-    return False
+    first = first_text_line(path)
+    return first is not None and first.lstrip().startswith("{")
 
 
 def _parse_tsv_item(path: str | os.PathLike[str], number: int, line: str) -> tuple[str, str]:
@@ -91,6 +98,38 @@ def _parse_tsv_item(path: str | os.PathLike[str], number: int, line: str) -> tup
     if not item_id.strip():
         raise InputFileError(path, number, "the id column is empty")
     return item_id.strip(), text
+
+
+_ID_NAMES = ("id", "_id", "docid", "doc_id", "pid", "corpus-id")
+
+
+def _tsv_header(line: str) -> bool | None:
+    """For a corpus TSV header line (an id name, then ``title`` and ``text`` in either order): whether the title
+    comes first; None when the line is not a header."""
+    names = [cell.strip().lower() for cell in line.split("\t")]
+    if len(names) == 3 and names[0] in _ID_NAMES and sorted(names[1:]) == ["text", "title"]:
+        return names[1] == "title"
+    if len(names) == 2 and names[0] in _ID_NAMES and names[1] == "text":
+        return True
+    return None
+
+
+def _parse_tsv_document(
+    path: str | os.PathLike[str], number: int, line: str, *, title_first: bool
+) -> tuple[str, str]:
+    """``docid<TAB>text``, or ``docid<TAB>title<TAB>text`` (title and text joined as BEIR joins them)."""
+    columns = line.split("\t")
+    if len(columns) > 3:
+        raise InputFileError(
+            path,
+            number,
+            f"expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', found {len(columns)} tab-separated columns",
+        )
+    item_id, text = _parse_tsv_item(path, number, line)
+    if len(columns) == 3:
+        title, body = columns[1:] if title_first else columns[:0:-1]
+        text = join_title(title, body)
+    return item_id, text
 
 
 def _parse_json_item(

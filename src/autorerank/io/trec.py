@@ -6,7 +6,8 @@ tools order a query's documents by score and ignore the rank column; so does
 written with tied scores keeps the order its producer meant.
 
 Qrels are read in the TREC format (``qid iteration docid relevance``) and in the BEIR TSV
-format (``query-id<TAB>corpus-id<TAB>score``, with or without its header line).
+format (``query-id<TAB>corpus-id<TAB>score``, with its header line; without it when the first line's
+score is an integer).
 """
 
 from __future__ import annotations
@@ -88,28 +89,23 @@ def _parse_score(path: str | os.PathLike[str], number: int, text: str) -> float:
 
 
 def read_qrels(path: str | os.PathLike[str]) -> Qrels:
-    """Read relevance judgments in the TREC (4 fields) or BEIR TSV (3 fields) format."""
+    """Read relevance judgments in the TREC (4 fields) or BEIR TSV (3 fields) format.
+
+    The header line or the first judgment decides the format, and every line must have its number of fields.
+    A 3-field line whose last field is not an integer is a TREC line missing a field, and is reported as such.
+    """
     qrels: Qrels = {}
     first_line: dict[tuple[str, str], int] = {}
+    width: int | None = None  # 4: TREC, 3: BEIR; None until the header or the first judgment
     for number, text in numbered_lines(path):
         fields = text.split()
-        if not fields or (number == 1 and tuple(fields) == _BEIR_QRELS_HEADER):
+        if not fields:
             continue
-        if len(fields) == 4:
-            query_id, _, doc_id, relevance_text = fields
-        elif len(fields) == 3:
-            query_id, doc_id, relevance_text = fields
-        else:
-            raise InputFileError(
-                path,
-                number,
-                f"a qrels line needs 4 fields 'qid iteration docid relevance' "
-                f"(or 3 in BEIR's 'query-id corpus-id score'), found {len(fields)}",
-            )
-        try:
-            relevance = int(relevance_text)
-        except ValueError:
-            raise InputFileError(path, number, f"relevance {relevance_text!r} is not an integer") from None
+        if width is None and tuple(fields) == _BEIR_QRELS_HEADER:
+            width = 3
+            continue
+        width = _qrels_width(path, number, fields, width)
+        query_id, doc_id, relevance = fields[0], fields[-2], _parse_relevance(path, number, fields[-1])
         judged = qrels.setdefault(query_id, {})
         if doc_id in judged and judged[doc_id] != relevance:
             raise InputFileError(
@@ -121,6 +117,29 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
         first_line.setdefault((query_id, doc_id), number)
         judged[doc_id] = relevance
     return qrels
+
+
+def _qrels_width(path: str | os.PathLike[str], number: int, fields: list[str], width: int | None) -> int:
+    """The number of fields of this file's lines, checked on this one."""
+    found = len(fields)
+    beir_line = found == 3 and width != 4 and fields[2].lstrip("+-").isdigit()
+    if (found == 4 and width != 3) or beir_line:
+        return found
+    if width == 3:
+        expected = "3 fields 'query-id<TAB>corpus-id<TAB>score' (a BEIR qrels TSV, as the lines above)"
+    else:
+        expected = (
+            "4 fields 'qid 0 docid relevance' (TREC), or 3 'query-id<TAB>corpus-id<TAB>score' "
+            "in a BEIR qrels TSV with its header line"
+        )
+    raise InputFileError(path, number, f"a qrels line needs {expected}, found {found}")
+
+
+def _parse_relevance(path: str | os.PathLike[str], number: int, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputFileError(path, number, f"relevance {text!r} is not an integer") from None
 
 
 def write_run_lines(handle: IO[str], query_id: str, ranked: Iterable[tuple[str, float]], tag: str) -> None:

@@ -7,7 +7,8 @@ shared code calls it in this order, and nothing else:
    before loading with an explicit ``model_class``);
 2. ``load(source)``: the weights, as a torch module in ``source.dtype``;
 3. ``plan(config, options)``: options checked against the model, once per call, before any work; the plan
-   says how many scores each pair gets;
+   says how many scores each pair gets. The shared code calls it through :meth:`Kind.checked_plan`, which also
+   checks that the longest input the options allow (``input_size``) fits the checkpoint's position table;
 4. ``prepare(tokenizer, model)``: per-model constants (special-token layout, prompt token ids);
 5. ``encode(prepared, queries, passages, options)``: instructed texts -> unpadded token ids;
 6. ``score_batch(model, batch, plan)``: one padded batch -> scores ``(n_outputs, B)``.
@@ -25,10 +26,18 @@ from typing import Any, ClassVar
 import torch
 
 from ..batching import Batch, Features
-from ..options import Options
+from ..errors import InvalidOptionError
+from ..options import Options, query_limit
 from ..tokenization import TextTokenizer
 
-__all__ = ["Kind", "ModelSource", "Plan", "ScoreModule"]
+__all__ = ["InputSize", "Kind", "ModelSource", "Plan", "ScoreModule", "check_positions", "position_limit"]
+
+# model_types whose absolute position ids start after the padding index (transformers'
+# create_position_ids_from_input_ids): the first pad_token_id + 1 rows of their position table hold no text.
+_POSITIONS_AFTER_PADDING = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm", "longformer",
+     "ibert", "mpnet", "luke", "xmod", "esm"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,82 @@ class Plan:
     def n_outputs(self) -> int:
         """Scores per pair."""
         return max(1, len(self.layers))
+
+
+@dataclass(frozen=True)
+class InputSize:
+    """How long one model input can get: a first part of at most ``first`` tokens (the query, with what the kind
+    puts before it), a second of at most ``second`` (the passage side), the second cut so that both fit ``budget``
+    tokens (:func:`~autorerank.tokenization.truncate_second`), then ``tail`` more tokens. ``note`` says, for error
+    messages, what the kind adds to ``max_length``."""
+
+    first: int
+    second: int
+    budget: int
+    tail: int = 0
+    note: str = ""
+
+    @property
+    def longest(self) -> int:
+        """The most tokens any input can hold."""
+        if self.first < self.budget:
+            return min(self.budget, self.first + self.second) + self.tail
+        # The first part alone fills the budget: the second is then left whole (HF's only_second, the reference).
+        return self.first + self.second + self.tail
+
+
+def position_limit(config: Mapping[str, Any]) -> int | None:
+    """How many tokens one input of this checkpoint can hold (None: its config.json does not say).
+
+    ``max_position_embeddings``, less the rows that RoBERTa-family models skip: their positions start after
+    ``pad_token_id``, so 514 positions with padding index 1 hold 512 tokens.
+    """
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    if config.get("model_type") in _POSITIONS_AFTER_PADDING:
+        pad = config.get("pad_token_id")
+        return positions - ((pad if isinstance(pad, int) else 1) + 1)
+    return positions
+
+
+def check_positions(config: Mapping[str, Any], size: InputSize, options: Options) -> None:
+    """Refuse options that let an input outgrow the checkpoint's position table, naming the limit and the fix.
+
+    Past the table torch raises IndexError, ONNX Runtime INVALID_ARGUMENT, and OpenVINO or a rotary LLM return a
+    number computed from positions the model never learned; none of them says which option to change.
+    """
+    limit = position_limit(config)
+    if limit is None or size.longest <= limit:
+        return
+    max_length = int(options.max_length)
+    added = size.budget + size.tail - max_length
+    if size.first >= size.budget:  # the query side alone fills max_length: passages are not cut at all
+        query_extra = size.first - query_limit(options)
+        fix = (
+            f"the query side alone can take {size.first} tokens, so passages are not cut (as in FlagEmbedding); "
+            f"pass a query_max_length below {size.budget - query_extra}, and a max_length that fits"
+        )
+    elif limit - added >= 1:
+        fix = f"pass max_length={limit - added} or less"
+    else:
+        fix = f"the kind adds {added} tokens by itself: shorten the prompt"
+    note = f" ({size.note})" if size.note else ""
+    raise InvalidOptionError(
+        f"max_length={max_length} lets one input reach {size.longest} tokens{note}, but this checkpoint holds "
+        f"at most {limit} ({_limit_source(config, limit)}): {fix}."
+    )
+
+
+def _limit_source(config: Mapping[str, Any], limit: int) -> str:
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    field = "max_position_embeddings" if "max_position_embeddings" in config else "n_positions"
+    if positions == limit:
+        return f"{field} in its config.json"
+    return (
+        f"{field} {positions} in its config.json, less {positions - limit} because "
+        f"{config.get('model_type')} positions start after the padding index"
+    )
 
 
 class ScoreModule(torch.nn.Module):
@@ -92,6 +177,28 @@ class Kind(ABC):
     def plan(self, config: Any, options: Options) -> Plan:
         """Check the options against the model (its config); raise InvalidOptionError naming the fix."""
         return Plan()
+
+    def input_size(self, tokenizer: TextTokenizer, options: Options) -> InputSize:
+        """How long ``encode`` can make one input with these options (default: ``max_length`` tokens at most)."""
+        return InputSize(first=0, second=int(options.max_length), budget=int(options.max_length))
+
+    def checked_plan(self, config: Mapping[str, Any], options: Options, tokenizer: TextTokenizer) -> Plan:
+        """``plan``, and the longest input these options allow checked against the checkpoint's position table:
+        what the shared code calls, at construction and for each call's options, in every process.
+
+        A checkpoint whose config.json names another kind is left to loading, which says that it does not fit
+        (an error about lengths laid out for the wrong kind would send the user after the wrong option)."""
+        plan = self.plan(config, options)
+        if not self._names_another_kind(config):
+            check_positions(config, self.input_size(tokenizer, options), options)
+        return plan
+
+    def _names_another_kind(self, config: Mapping[str, Any]) -> bool:
+        from ..registry import registered_kinds
+
+        return not self.matches(config) and any(
+            kind.matches(config) for kind in registered_kinds() if kind.name != self.name
+        )
 
     @abstractmethod
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> Any:

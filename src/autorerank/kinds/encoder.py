@@ -18,7 +18,7 @@ from ..ragged import Ragged
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
 from ..tokenization import PairTemplate, TextTokenizer, truncate_second
-from .base import Kind, ModelSource, Plan, ScoreModule
+from .base import InputSize, Kind, ModelSource, Plan, ScoreModule
 
 __all__ = ["EncoderKind", "EncoderReranker"]
 
@@ -63,6 +63,16 @@ class EncoderKind(Kind):
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> PairLayout:
         takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
         return PairLayout(tokenizer, tokenizer.pair_template(), takes_types)
+
+    def input_size(self, tokenizer: TextTokenizer, options: Options) -> InputSize:
+        """``max_length`` counts the special tokens, as ``encode`` cuts the passage (FlagEmbedding's rule)."""
+        specials = tokenizer.pair_template().n_special
+        return InputSize(
+            first=query_limit(options) + specials,
+            second=passage_limit(options),
+            budget=int(options.max_length),
+            note=f"its {specials} special tokens included",
+        )
 
     def encode(
         self, prepared: PairLayout, queries: list[str], passages: list[str], options: Options
@@ -135,6 +145,12 @@ class EncoderReranker(Reranker):
     forward of :mod:`autorerank.models.bert_classifier`), ``"openvino"`` or ``"onnx"`` (CPU, float32 weights in;
     ``quantize="int8"`` for int8).
     """
+
+    positional = (
+        "use_fp16", "query_instruction_for_rerank", "query_instruction_format", "passage_instruction_for_rerank",
+        "passage_instruction_format", "trust_remote_code", "cache_dir", "devices", "batch_size", "query_max_length",
+        "max_length", "normalize",
+    )  # fmt: skip
 
 
 register_kind(EncoderKind(), EncoderReranker)

@@ -91,5 +91,11 @@ class LayerWiseLLMReranker(Reranker):
     ``trust_remote_code`` has no effect here.
     """
 
+    positional = (
+        "peft_path", "use_fp16", "use_bf16", "query_instruction_for_rerank", "query_instruction_format",
+        "passage_instruction_for_rerank", "passage_instruction_format", "cache_dir", "trust_remote_code", "devices",
+        "cutoff_layers", "prompt", "batch_size", "query_max_length", "max_length", "normalize",
+    )  # fmt: skip
+
 
 register_kind(LayerWiseKind(), LayerWiseLLMReranker)

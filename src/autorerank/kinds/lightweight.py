@@ -74,20 +74,29 @@ class LightweightKind(PromptKind):
         if options.cutoff_layers is not None:
             rule = "start_layer + k * layer_sep"
             layers = check_layers(options.cutoff_layers, valid_cutoff_layers(model_config), rule)
-        compress_at = options.compress_layers or ()
-        if any(layer < 0 for layer in compress_at):
-            raise InvalidOptionError(
-                f"compress_layers must be layer indices >= 0, got {list(compress_at)!r}."
-            )
-        # Layer 0 is never compressed (the embeddings are not pooled), and layers at or past the deepest cutoff
-        # never come, as in the reference; so the default [8] fits models of any depth.
         ratio = options.compress_ratio
+        compress_at = self._compress_layers(options, depth)
+        # Layer 0 is never compressed (the embeddings are not pooled), and layers at or past the deepest cutoff
+        # never come, as in the reference.
         return CompressionPlan(
             layers=layers,
             compress_layers=frozenset(layer for layer in compress_at if 0 < layer < depth)
             if ratio > 1
             else frozenset(),
             compress_ratio=ratio,
+        )
+
+    def _compress_layers(self, options: Options, depth: int) -> tuple[int, ...]:
+        """``compress_layers``, each a layer of this model (0 to depth - 1; 0: compress nothing). FlagEmbedding's
+        default [8] is let through on a model of 8 layers or fewer while nothing is compressed (ratio 1)."""
+        layers = tuple(options.compress_layers or ())
+        bad = [layer for layer in layers if not 0 <= layer < depth]
+        if not bad or (options.compress_ratio == 1 and layers == tuple(self.defaults["compress_layers"])):
+            return layers
+        raise InvalidOptionError(
+            f"compress_layers {list(layers)} has layer(s) {bad} outside this model's layers: valid compress layers "
+            f"are integers from 0 to {depth - 1} (it has {depth} layers; passage tokens are pooled before each "
+            "layer given, and 0 pools none)."
         )
 
     def encode(
@@ -126,6 +135,13 @@ class LightweightLLMReranker(Reranker):
     mean-pool passage tokens before those layers. ``compress_layer=`` is a deprecated alias of
     ``compress_layers=``. The model always comes from autorerank's own code (``trust_remote_code`` has no effect).
     """
+
+    positional = (
+        "peft_path", "use_fp16", "use_bf16", "query_instruction_for_rerank", "query_instruction_format",
+        "passage_instruction_for_rerank", "passage_instruction_format", "cache_dir", "trust_remote_code", "devices",
+        "cutoff_layers", "compress_layers", "compress_ratio", "prompt", "batch_size", "query_max_length",
+        "max_length", "normalize",
+    )  # fmt: skip
 
 
 register_kind(LightweightKind(), LightweightLLMReranker)

@@ -90,5 +90,11 @@ class LLMReranker(Reranker):
     already runs in batched Rust calls overlapped with the model.
     """
 
+    positional = (
+        "peft_path", "use_fp16", "use_bf16", "query_instruction_for_rerank", "query_instruction_format",
+        "passage_instruction_for_rerank", "passage_instruction_format", "cache_dir", "trust_remote_code", "devices",
+        "prompt", "batch_size", "query_max_length", "max_length", "normalize",
+    )  # fmt: skip
+
 
 register_kind(LLMKind(), LLMReranker)

@@ -17,7 +17,7 @@ from ..batching import Features
 from ..options import PROMPT, Options, passage_limit, query_limit
 from ..ragged import Ragged
 from ..tokenization import TextTokenizer, truncate_second
-from .base import Kind
+from .base import InputSize, Kind
 
 __all__ = [
     "LLM_INSTRUCTIONS",
@@ -25,6 +25,7 @@ __all__ = [
     "PromptParts",
     "PromptTokens",
     "assemble_prompt",
+    "prompt_input_size",
     "prompt_tokens",
 ]
 
@@ -82,6 +83,9 @@ class PromptKind(Kind):
     ) -> Features:
         return Features(assemble_prompt(prepared, queries, passages, options).input_ids())
 
+    def input_size(self, tokenizer: TextTokenizer, options: Options) -> InputSize:
+        return prompt_input_size(prompt_tokens(tokenizer), options)
+
 
 def assemble_prompt(
     tokens: PromptTokens, queries: list[str], passages: list[str], options: Options
@@ -96,3 +100,16 @@ def assemble_prompt(
     budget = options.max_length + len(tokens.separator) + len(prompt)
     body = truncate_second(head.lengths, body, budget, tokenizer.truncation_side)
     return PromptParts(head, body, tokens.separator + prompt)
+
+
+def prompt_input_size(tokens: PromptTokens, options: Options) -> InputSize:
+    """The longest input :func:`assemble_prompt` can make: the separator and the prompt count twice, once in the
+    budget the passage is cut to and once in the tail after it."""
+    extra = len(tokens.separator) + len(tokens.tokenizer.ids(options.prompt))
+    return InputSize(
+        first=len(tokens.bos) + query_limit(options),
+        second=len(tokens.separator) + passage_limit(options),
+        budget=int(options.max_length) + extra,
+        tail=extra,
+        note=f"max_length + 2 x {extra} separator and prompt tokens, as in FlagEmbedding's layout",
+    )

@@ -1,0 +1,184 @@
+"""Loading checkpoints: damaged or mismatched files are a ModelLoadError naming the file, with nothing printed;
+max_length (with everything a kind adds around a pair) is checked against the checkpoint's position table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import cached_reranker, fixture_path, golden_case
+
+from autorerank import AutoReranker, InvalidOptionError, ModelLoadError
+from autorerank.kinds.base import position_limit
+from autorerank.models.minicpm_layerwise import load_layerwise_model
+from autorerank.registry import kind_named
+from autorerank.tokenization import load_tokenizer
+
+ENC = "enc/bge-reranker-v2-m3"  # XLM-R: 514 positions, padding index 1 -> 512 tokens
+BERT = "enc-bert/bge-reranker-base"  # BERT: 512 positions
+LLM = "llm/bge-reranker-v2-gemma"  # 8192 positions
+LAYERWISE = "layerwise/bge-reranker-v2-minicpm-layerwise"  # 2048 positions
+LIGHTWEIGHT = "lightweight/bge-reranker-v2.5-gemma2-lightweight"  # 8192 positions
+LONG = ("what is a panda? " * 3000, "The giant panda is a bear that eats bamboo. " * 3000)
+
+
+def _copy(fixture: str, tmp_path: Path) -> Path:
+    """A writable copy of a fixture checkpoint (the shared fixtures are read-only and never edited)."""
+    folder = tmp_path / Path(fixture).name
+    shutil.copytree(fixture_path(fixture), folder)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    return folder
+
+
+def _load_fails_quietly(folder: Path, capfd: pytest.CaptureFixture[str], *names: str) -> str:
+    """Loading ``folder`` raises ModelLoadError naming each of ``names``, and prints nothing."""
+    capfd.readouterr()
+    with pytest.raises(ModelLoadError) as caught:
+        AutoReranker.from_finetuned(str(folder), devices="cpu")
+    message = str(caught.value)
+    for name in names:
+        assert name in message
+    assert capfd.readouterr() == ("", "")
+    return message
+
+
+# ----------------------------------------------------------------------------- broken checkpoints
+@pytest.mark.parametrize("keep", [0.5, 0.0], ids=["truncated", "empty"])
+def test_damaged_safetensors_name_the_file(tmp_path, capfd, keep):
+    folder = _copy(ENC, tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: int(weights.stat().st_size * keep)])
+    message = _load_fails_quietly(folder, capfd, str(weights))
+    assert "download or copy the checkpoint again" in message
+
+
+def test_damaged_safetensors_of_a_native_model_name_the_file(tmp_path, capfd):
+    folder = _copy(LAYERWISE, tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capfd.readouterr()
+    with pytest.raises(ModelLoadError, match=str(weights)):
+        load_layerwise_model(str(folder), dtype=torch.float32)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_config_that_does_not_fit_the_weights_names_config_json(tmp_path, capfd):
+    folder = _copy(ENC, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_size=128, intermediate_size=256)
+    (folder / "config.json").write_text(json.dumps(config))
+    message = _load_fails_quietly(folder, capfd, "config.json", str(folder))
+    assert "weights (64,), config (128,)" in message  # what transformers' report table would have shown
+
+
+def test_missing_weights_file_names_the_folder(tmp_path, capfd):
+    folder = _copy(BERT, tmp_path)
+    (folder / "model.safetensors").unlink()
+    _load_fails_quietly(folder, capfd, str(folder), "model.safetensors")
+
+
+# ----------------------------------------------------------------------------- the position table
+def test_position_limits_read_from_config_json():
+    assert (
+        position_limit({"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1})
+        == 512
+    )
+    assert (
+        position_limit({"model_type": "xlm-roberta", "max_position_embeddings": 8194, "pad_token_id": 1})
+        == 8192
+    )
+    assert (
+        position_limit({"model_type": "roberta", "max_position_embeddings": 514}) == 512
+    )  # default padding 1
+    assert position_limit({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}) == 512
+    assert position_limit({"model_type": "minicpm", "max_position_embeddings": 2048}) == 2048
+    assert position_limit({"model_type": "gpt2", "n_positions": 1024}) == 1024
+    assert position_limit({"model_type": "bert"}) is None
+
+
+@pytest.mark.parametrize(("fixture", "limit"), [(ENC, 512), (BERT, 512), (LAYERWISE, 2048), (LLM, 8192)])
+def test_the_suggested_max_length_fills_the_position_table_exactly(fixture, limit):
+    """The check counts what encode really makes: at the max_length it suggests, the longest input is exactly
+    the checkpoint's limit; one more token of max_length is refused."""
+    reranker = cached_reranker(fixture)
+    with pytest.raises(
+        InvalidOptionError, match=rf"holds at most {limit} .*max_length=(\d+) or less"
+    ) as caught:
+        reranker.compute_score([LONG], max_length=limit + 100)
+    suggested = int(str(caught.value).split("pass max_length=")[1].split(" ")[0])
+    kind = kind_named(reranker.info.kind)
+    options = reranker.options.replace({"max_length": suggested})
+    prepared = kind.prepare(load_tokenizer(fixture_path(fixture)), reranker.model)
+    assert kind.encode(prepared, [LONG[0]], [LONG[1]], options).lengths.max() == limit
+    assert np.isfinite(reranker.compute_score([LONG], max_length=suggested))
+    with pytest.raises(InvalidOptionError, match=f"pass max_length={suggested} or less"):
+        reranker.compute_score([LONG], max_length=suggested + 1)
+
+
+def test_default_max_length_fits_every_fixture():
+    for fixture in (ENC, BERT, LLM, LAYERWISE, LIGHTWEIGHT):
+        assert np.all(np.isfinite(cached_reranker(fixture).compute_score([LONG, LONG[::-1]])))
+
+
+@pytest.mark.parametrize(
+    ("fixture", "max_length", "limit"),
+    [(ENC, 600, 512), (BERT, 513, 512), (LLM, 9000, 8192), (LAYERWISE, 9000, 2048)],
+)
+def test_too_long_max_length_is_refused_at_construction(fixture, max_length, limit):
+    with pytest.raises(InvalidOptionError, match=f"max_length={max_length} .* at most {limit}"):
+        AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", max_length=max_length)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "limit"), [(ENC, 512), (LLM, 8192), (LAYERWISE, 2048), (LIGHTWEIGHT, 8192)]
+)
+def test_too_long_max_length_is_refused_per_call(fixture, limit):
+    with pytest.raises(InvalidOptionError, match=f"at most {limit}"):
+        cached_reranker(fixture).compute_score([LONG], max_length=9000)
+
+
+def test_the_message_names_the_padding_offset_and_the_prompt():
+    with pytest.raises(
+        InvalidOptionError, match="less 2 because xlm-roberta positions start after the padding"
+    ):
+        cached_reranker(ENC).compute_score([LONG], max_length=514)
+    with pytest.raises(InvalidOptionError, match="separator and prompt tokens"):
+        cached_reranker(LAYERWISE).compute_score([LONG], max_length=2048)
+
+
+def test_a_longer_prompt_lowers_the_max_length_that_fits():
+    """The prompt is counted per call: the same max_length fits with the default prompt, not with a long one."""
+    reranker = cached_reranker(LAYERWISE)
+    assert np.isfinite(reranker.compute_score([LONG], max_length=1950))
+    with pytest.raises(InvalidOptionError, match="at most 2048"):
+        reranker.compute_score([LONG], max_length=1950, prompt="Is passage B relevant to query A? " * 10)
+
+
+def test_a_query_side_longer_than_max_length_counts_whole_passages():
+    """When the query (with special tokens) fills max_length, passages are not cut (FlagEmbedding's rule), so
+    the pair can outgrow max_length: the check says which option to lower."""
+    with pytest.raises(InvalidOptionError, match="query_max_length below 396"):
+        cached_reranker(ENC).compute_score([LONG], max_length=400, query_max_length=500)
+
+
+def test_openvino_refuses_too_long_max_length_at_construction_and_per_call():
+    pytest.importorskip("openvino")
+    with pytest.raises(InvalidOptionError, match="at most 512"):
+        AutoReranker.from_finetuned(fixture_path(ENC), devices="cpu", backend="openvino", max_length=600)
+    reranker = cached_reranker(ENC, backend="openvino")
+    with pytest.raises(InvalidOptionError, match="at most 512"):
+        reranker.compute_score([LONG], max_length=600)
+    expected = golden_case("enc-auto-default")
+    np.testing.assert_allclose(
+        reranker.compute_score(expected["pairs"]), expected["scores"], rtol=0, atol=1e-3
+    )
+
+
+def test_the_parent_of_a_multi_device_reranker_checks_before_starting_workers():
+    with pytest.raises(InvalidOptionError, match="at most 512"):
+        AutoReranker.from_finetuned(fixture_path(ENC), devices=["cpu", "cpu"], max_length=600)
