@@ -88,6 +88,12 @@ def cached_reranker(fixture: str, **kwargs: Any):
     return AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", **kwargs)
 
 
+@pytest.fixture(scope="module")
+def enc_reference():
+    """The library itself on the encoder fixture: the scores the command line must reproduce."""
+    return cached_reranker("enc/bge-reranker-v2-m3")
+
+
 @pytest.fixture(scope="session")
 def enc_path() -> str:
     return fixture_path("enc/bge-reranker-v2-m3")
