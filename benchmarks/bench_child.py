@@ -43,9 +43,9 @@ def _sentence_transformers(model_dir: str, model_class: str, options: dict[str, 
     import torch
     from sentence_transformers import CrossEncoder
 
-    if model_class != "encoder-only-base":
-        raise ValueError("sentence-transformers CrossEncoder only scores encoder cross-encoders")
-    model = CrossEncoder(model_dir, max_length=512, device="cpu", **options)
+    if model_class not in ("encoder-only-base", CHAT):
+        raise ValueError("sentence-transformers CrossEncoder scores cross-encoders and causal chat rerankers")
+    model = CrossEncoder(model_dir, max_length=_max_length(model_class), device="cpu", **options)
     identity = (
         torch.nn.Identity()
     )  # raw logits, as FlagEmbedding returns them (CrossEncoder defaults to sigmoid)
@@ -60,14 +60,69 @@ def _autorerank(model_dir: str, model_class: str, options: dict[str, Any]) -> tu
     import autorerank
     from autorerank import AutoReranker
 
-    reranker = AutoReranker.from_finetuned(model_dir, model_class=model_class, max_length=512, **options)
+    reranker = AutoReranker.from_finetuned(
+        model_dir, model_class=model_class, max_length=_max_length(model_class), **options
+    )
     return (lambda pairs: list(reranker.compute_score(pairs))), autorerank.__version__
+
+
+CHAT = "decoder-only-yes-no"
+QWEN3_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def _max_length(model_class: str) -> int:
+    return 8192 if model_class == CHAT else 512  # the Qwen3-Reranker card's, else the benchmark's
+
+
+def _qwen3_card(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+    """The Qwen3-Reranker model card's transformers recipe (format_instruction, process_inputs, compute_logits),
+    in batches of ``batch_size`` (default 8) pairs in input order; returns the log-odds logit(yes) - logit(no)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    dtype = torch.bfloat16 if options.get("use_bf16") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    prefix = tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False)
+    suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False)
+    max_length, batch_size = 8192, int(options.get("batch_size", 8))
+
+    @torch.no_grad()
+    def score(pairs: list[tuple[str, str]]) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(pairs), batch_size):
+            texts = [
+                f"<Instruct>: {QWEN3_INSTRUCTION}\n<Query>: {q}\n<Document>: {d}"
+                for q, d in pairs[start : start + batch_size]
+            ]
+            inputs = tokenizer(
+                texts,
+                padding=False,
+                truncation="longest_first",
+                return_attention_mask=False,
+                max_length=max_length - len(prefix) - len(suffix),
+            )
+            inputs["input_ids"] = [prefix + ids + suffix for ids in inputs["input_ids"]]
+            batch = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+            logits = model(**batch).logits[:, -1, :]
+            scores += (logits[:, yes] - logits[:, no]).float().tolist()
+        return scores
+
+    return score, transformers.__version__
 
 
 LOADERS = {
     "flagembedding": _flagembedding,
     "sentence-transformers": _sentence_transformers,
     "autorerank": _autorerank,
+    "qwen3-card": _qwen3_card,
 }
 
 

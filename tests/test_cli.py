@@ -289,9 +289,17 @@ def test_install_script_skips_pip_when_the_venv_is_up_to_date(tmp_path):
         subprocess.run(["bash", "scripts/install.sh"], cwd=tmp_path, env=env, check=True)
         return log.read_text().splitlines()
 
+    installs = (repo / "scripts" / "install.sh").read_text().count("-m pip install")
     first = install()
-    assert first[0].startswith("-m venv") and sum("pip install" in call for call in first) == 3
+    assert first[0].startswith("-m venv") and sum("pip install" in call for call in first) == installs
     assert install() == []  # up to date: no pip at all
     (tmp_path / "pyproject.toml").write_text((repo / "pyproject.toml").read_text() + "\n# changed\n")
-    assert sum("pip install" in call for call in install()) == 3
+    assert sum("pip install" in call for call in install()) == installs
     assert install() == []
+
+
+def test_serve_is_an_autorerank_command(capsys):
+    code, out, _ = run_cli(["serve", "--help"], capsys)
+    assert code == 0 and "/v1/rerank" in out and "--max-length" in out  # server flags and every model flag
+    code, _, err = run_cli(["serve"], capsys)
+    assert code == 2 and "a model is required" in err

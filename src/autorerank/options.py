@@ -236,8 +236,8 @@ OPTIONS: tuple[Option, ...] = (
            cli=_SWITCH),
     Option("show_progress", None, "progress bar; `None` shows it when there is more than one batch",
            per_call=True),
-    Option("prompt", None, "the question put after each pair", _optional_text, feature=PROMPT, per_call=True,
-           flag="--prompt", cli=_TEXT, default_text="the kind's FlagEmbedding prompt"),
+    Option("prompt", None, "the question put after each pair (`decoder-only-yes-no`: the instruction)", _optional_text,
+           feature=PROMPT, per_call=True, flag="--prompt", cli=_TEXT, default_text="the kind's own"),
     Option("cutoff_layers", None, "layers to score after; one layer gives a list of scores, several give one "
            "list per layer (`compute_layer_scores` always gives one row per layer)", _layers, feature=LAYERS,
            per_call=True, flag="--cutoff-layers", cli=_LAYERS_CLI, default_text="the last layer"),

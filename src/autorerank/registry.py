@@ -33,6 +33,7 @@ class RerankerKind(str, Enum):
     DECODER_ONLY_BASE = "decoder-only-base"
     DECODER_ONLY_LAYERWISE = "decoder-only-layerwise"
     DECODER_ONLY_LIGHTWEIGHT = "decoder-only-lightweight"
+    DECODER_ONLY_YES_NO = "decoder-only-yes-no"
 
     @classmethod
     def parse(cls, value: str | RerankerKind) -> str:
@@ -45,7 +46,8 @@ class RerankerKind(str, Enum):
         raise UnknownModelKindError(f"Unknown model_class {value!r}; expected one of {choices}.")
 
 
-# Published reranker names (matched on "org/name" and on the bare name) -> kind.
+# Published reranker names (matched on "org/name" and on the bare name) -> kind. A name decides where config.json
+# does not say, or where it names a kind that the name's kind refines (``Kind.refines``).
 KNOWN_MODELS: dict[str, str] = {
     "BAAI/bge-reranker-base": RerankerKind.ENCODER_ONLY_BASE.value,
     "BAAI/bge-reranker-large": RerankerKind.ENCODER_ONLY_BASE.value,
@@ -57,6 +59,12 @@ KNOWN_MODELS: dict[str, str] = {
     "jinaai/jina-reranker-v1-turbo-en": RerankerKind.ENCODER_ONLY_BASE.value,
     "Alibaba-NLP/gte-multilingual-reranker-base": RerankerKind.ENCODER_ONLY_BASE.value,
     "maidalun1020/bce-reranker-base_v1": RerankerKind.ENCODER_ONLY_BASE.value,
+    "Qwen/Qwen3-Reranker-0.6B": RerankerKind.DECODER_ONLY_YES_NO.value,
+    "Qwen/Qwen3-Reranker-4B": RerankerKind.DECODER_ONLY_YES_NO.value,
+    "Qwen/Qwen3-Reranker-8B": RerankerKind.DECODER_ONLY_YES_NO.value,
+    "tomaarsen/Qwen3-Reranker-0.6B-seq-cls": RerankerKind.DECODER_ONLY_YES_NO.value,
+    "tomaarsen/Qwen3-Reranker-4B-seq-cls": RerankerKind.DECODER_ONLY_YES_NO.value,
+    "tomaarsen/Qwen3-Reranker-8B-seq-cls": RerankerKind.DECODER_ONLY_YES_NO.value,
 }
 
 _KINDS: dict[str, Kind] = {}
@@ -82,7 +90,7 @@ def unregister_kind(name: str) -> None:
     _CLASSES.pop(name, None)
 
 
-_BUILTIN_KIND_MODULES = ("encoder", "llm", "layerwise", "lightweight")
+_BUILTIN_KIND_MODULES = ("encoder", "llm", "layerwise", "lightweight", "yes_no")
 
 
 def _load_builtin_kinds() -> None:

@@ -93,7 +93,7 @@ class Reranker:
         model = kind.load(source)
         if settings.peft_path:
             model = merge_peft(model, settings.peft_path)
-        prepared = kind.prepare(self.text_tokenizer, model)
+        prepared = kind.prepare_checkpoint(source, self.text_tokenizer, model)
         runtime = build_runtime(
             kind,
             model,

