@@ -109,17 +109,21 @@ def run_module(*argv: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 # ----------------------------------------------------------------------------- the command line
-def test_without_a_model_it_says_a_model_is_required():
-    result = run_module()
-    assert result.returncode == 2
-    assert "a model is required" in result.stderr
-    assert "autorerank serve MODEL" in result.stderr
+def test_without_a_model_it_serves_the_embedded_default_and_says_so():
+    httpx = pytest.importorskip("httpx")
+    server = ServerProcess(["-m", "autorerank.server", "--port", "0"])
+    try:
+        info = httpx.get(f"{server.url}/info", timeout=30).json()
+        assert info["model"] == "autorerank-mini" and info["kind"] == "encoder-only-base"
+        assert sum("embedded default model autorerank-mini" in line for line in server.lines) == 1
+    finally:
+        server.stop()
 
 
 def test_a_flag_that_does_not_apply_to_the_model_is_refused_before_serving():
     result = run_module(ENC, "--port", "0", "--prompt", "Is it relevant?")
     assert result.returncode == 2
-    assert "--prompt does not apply to this model" in result.stderr
+    assert "--prompt does not apply to encoder-only-base models" in result.stderr
 
 
 def test_a_model_that_does_not_exist_is_an_error_naming_it(tmp_path):

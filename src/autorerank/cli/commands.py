@@ -21,7 +21,7 @@ from ..io.pairs import pair_format
 from ..io.trec import read_qrels, read_run, run_to_dict, write_run_lines
 from .parser import MODEL_FLAGS, model_kwargs
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "load_model"]
 
 
 # Options that change how fast scores come, or where things are kept, but not the scores: left out of the
@@ -37,11 +37,13 @@ _ESCAPES = str.maketrans(
 )
 
 
-def _load_model(args: argparse.Namespace) -> Any:
+def load_model(args: argparse.Namespace) -> Any:
+    """``args.model`` with the model flags given; strict: a flag that would do nothing for it is a usage error
+    naming the flag (every command that loads a model, ``serve`` included, goes through here)."""
     from .. import AutoReranker
 
     kwargs = model_kwargs(args)
-    try:  # strict: a flag that would do nothing for this model is an error, not a warning
+    try:
         return AutoReranker.from_finetuned(args.model, strict=True, **kwargs)
     # An option this kind of model does not take, e.g. --prompt on an encoder.
     except UnknownOptionError as exc:
@@ -114,7 +116,7 @@ def run_rank(args: argparse.Namespace, out: TextIO) -> int:
         raise InputFileError(
             STDIN, None, "no documents: pass them as arguments or one per line on standard input"
         )
-    with _load_model(args) as reranker:
+    with load_model(args) as reranker:
         results = reranker.rerank(args.query, documents, top_k=args.top_k)
     if args.json:
         out.write(
@@ -136,7 +138,7 @@ def run_score(args: argparse.Namespace, out: TextIO) -> int:
     job = jobs.plan_score_job(
         args.input, args.output, fmt=fmt, overwrite=args.overwrite, settings=_score_settings(args)
     )
-    with _load_model(args) as reranker:
+    with load_model(args) as reranker:
         result = jobs.score_pair_file(
             reranker, job, chunk_size=args.chunk_size, progress=args.progress, stdout=out
         )
@@ -149,7 +151,7 @@ def run_score(args: argparse.Namespace, out: TextIO) -> int:
 def run_rerank_run(args: argparse.Namespace, out: TextIO) -> int:
     _check_output_dir(args.output)
     inputs = jobs.load_rerank_inputs(args.run, args.queries, args.corpus, depth=args.depth)
-    with _load_model(args) as reranker:
+    with load_model(args) as reranker:
         ranked = jobs.rerank_run(reranker, inputs, chunk_size=args.chunk_size, progress=args.progress)
     if args.output == STDIN:
         _write_run(out, ranked, args.tag)
@@ -185,7 +187,7 @@ def run_eval(args: argparse.Namespace, out: TextIO) -> int:
 def run_info(args: argparse.Namespace, out: TextIO) -> int:
     if args.model is None:
         args.model = DEFAULT_MODEL
-    with _load_model(args) as reranker:
+    with load_model(args) as reranker:
         info = dataclasses.asdict(reranker.info)
     if args.json:
         out.write(json.dumps(info, indent=2, default=str) + "\n")

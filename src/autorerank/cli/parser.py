@@ -19,7 +19,7 @@ from ..jobs import DEFAULT_CHUNK_SIZE
 from ..options import OPTIONS, Option
 from ..options import positive_int_text as positive_int
 
-__all__ = ["MODEL_FLAGS", "build_parser", "layer_list", "model_kwargs", "parse_args"]
+__all__ = ["MODEL_FLAGS", "add_model_flags", "build_parser", "layer_list", "model_kwargs", "parse_args"]
 
 
 def run_tag(text: str) -> str:
@@ -66,6 +66,11 @@ def _add_model_options(parser: argparse.ArgumentParser, *, model_optional: bool 
         parser.add_argument(
             "model", metavar="MODEL", help="a checkpoint directory or a Hugging Face model name"
         )
+    add_model_flags(parser)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Every option-table row with a flag, as the ``model options`` group of ``parser`` (``serve`` uses it too)."""
     for name, function in _NAMED_TYPES.items():
         parser.register("type", name, function)
     group = parser.add_argument_group("model options")

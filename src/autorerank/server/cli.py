@@ -15,15 +15,17 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..cli.parser import MODEL_FLAGS, layer_list, model_kwargs
-from ..errors import AutoRerankError, InvalidOptionError, UnknownOptionError
+from ..cli.commands import load_model
+from ..cli.parser import add_model_flags
+from ..default_model import DEFAULT_MODEL as EMBEDDED_MODEL
+from ..errors import AutoRerankError
 from ..options import positive_int_text
 from .settings import PASSES_PER_CALL, ServerSettings
 
 __all__ = ["API_KEY_ENV", "DEFAULT_MODEL", "add_serve_command", "build_parser", "main", "run_serve"]
 
-# The model served when MODEL is left out: none until autorerank embeds a default model.
-DEFAULT_MODEL: str | None = None
+# The model served when MODEL is left out.
+DEFAULT_MODEL: str = EMBEDDED_MODEL
 API_KEY_ENV = "AUTORERANK_API_KEY"
 _DEFAULTS = ServerSettings()
 _DESCRIPTION = (
@@ -56,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         metavar="MODEL",
-        help="a checkpoint directory or a Hugging Face model name (required: there is no default model yet)",
+        help=f"a checkpoint directory or a Hugging Face model name (default: the embedded {EMBEDDED_MODEL})",
     )
     server = parser.add_argument_group("server options")
     server.add_argument("--host", default=_DEFAULTS.host, help="address to listen on (default: %(default)s)")
@@ -97,35 +99,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most tokens the model worker takes from the queue for one library call, which splits them into "
         f"forward passes under --max-batch-tokens (default: {PASSES_PER_CALL} such passes: 131072 tokens on a GPU)",
     )
-    parser.register("type", "layers", layer_list)
-    group = parser.add_argument_group("model options")
-    precision = group.add_mutually_exclusive_group()
-    for row in MODEL_FLAGS:
-        assert row.flag is not None
-        target = precision if row.name in ("use_fp16", "use_bf16") else group
-        target.add_argument(
-            row.flag,
-            dest=row.name,
-            default=None,
-            help=row.help.replace("`", "").replace("%", "%%"),
-            **row.cli,
-        )
+    add_model_flags(parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and serve it until stopped; the exit status."""
     model = args.model or DEFAULT_MODEL
-    if model is None:
-        return _fail(
-            "a model is required: autorerank serve MODEL, where MODEL is a checkpoint folder or a Hugging Face "
-            "name such as BAAI/bge-reranker-v2-m3 (autorerank has no built-in default model yet)"
+    if not args.model:
+        print(
+            f"autorerank serve: no MODEL given: serving the embedded default model {model}", file=sys.stderr
         )
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
             settings = _settings(args, model)
             _check_extra()
-            reranker = _load(model, args)
+            args.model = model
+            reranker = load_model(args)
         except (AutoRerankError, OSError, ValueError) as error:
             return _fail(str(error))
         try:
@@ -176,18 +166,6 @@ def _check_extra() -> None:
 
     for module in ("starlette", "uvicorn", "prometheus_client"):
         require(module, "server", "autorerank serve")
-
-
-def _load(model: str, args: argparse.Namespace) -> Any:
-    from .. import AutoReranker
-
-    kwargs = model_kwargs(args)
-    try:  # strict, as in the other commands: a flag that does nothing for this model is an error
-        return AutoReranker.from_finetuned(model, strict=True, **kwargs)
-    except UnknownOptionError as error:
-        flags = [str(row.flag) for row in MODEL_FLAGS if row.name in error.names] or error.names
-        verb = "does" if len(flags) == 1 else "do"
-        raise InvalidOptionError(f"{', '.join(flags)} {verb} not apply to this model; leave it out") from None
 
 
 def _fail(message: str) -> int:
