@@ -104,3 +104,16 @@ def test_the_split_is_a_hash_of_the_group_s_first_package_name() -> None:
         for qid in queries:
             group = "old-tool" if qid == "other-old-tool" else qid
             assert prepare._is_dev(group) == (split == "dev")
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".txt"])
+def test_the_source_is_checked_against_its_pinned_sha256(tmp_path: Path, suffix: str) -> None:
+    import hashlib
+    import lzma
+
+    data = TRANSLATION.encode("utf-8")
+    path = tmp_path / f"Translation-en{suffix}"
+    path.write_bytes(lzma.compress(data) if suffix == ".xz" else data)
+    assert prepare.read_source(path, hashlib.sha256(data).hexdigest()) == TRANSLATION
+    with pytest.raises(SystemExit, match="snapshot.debian.org"):
+        prepare.read_source(path, prepare.PINNED_SHA256)

@@ -64,17 +64,24 @@ class Collection:
 # ----------------------------------------------------------------------------- reading the source
 def read_source(path: Path, expected_sha256: str | None) -> str:
     """The decompressed Translation-en text, checked against the pinned sha256."""
-    import lz4.frame
+    if path.suffix == ".lz4":  # as apt stores it
+        import lz4.frame
 
-    raw = lz4.frame.decompress(path.read_bytes())
+        raw = lz4.frame.decompress(path.read_bytes())
+    elif path.suffix == ".xz":  # as the archive (and snapshot.debian.org) serves it
+        import lzma
+
+        raw = lzma.decompress(path.read_bytes())
+    else:
+        raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if expected_sha256 is not None and digest != expected_sha256:
         sys.exit(
             f"{path}: its text has sha256 {digest}, not the pinned {expected_sha256}. The mirror now serves "
             "another Translation-en (a Debian point release changes it), so the split, the model and the README's "
             "numbers would differ. To reproduce them, fetch the pinned file from snapshot.debian.org (bookworm's "
-            "main/i18n/Translation-en.xz as of 2026-07-11) and pass it decompressed-and-lz4'd as --source; "
-            "to build a new data set from this file instead, pass --expect-sha256 " + digest
+            "main/i18n/Translation-en.xz as of 2026-07-11, sha256 of the .xz a3d4a0bf...dfa4bf0) and pass it as "
+            "--source FILE.xz; to build a new data set from this file instead, pass --expect-sha256 " + digest
         )
     return raw.decode("utf-8")
 
@@ -254,7 +261,7 @@ def test_sample(collection: Collection, run: dict[str, list[tuple[str, float]]],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--source", type=Path, default=Path(DEFAULT_SOURCE), help="the lz4 Translation-en file"
+        "--source", type=Path, default=Path(DEFAULT_SOURCE), help="Translation-en: .lz4 (apt), .xz or plain"
     )
     parser.add_argument("--expect-sha256", default=PINNED_SHA256, help="sha256 of its decompressed text")
     parser.add_argument("--out", type=Path, default=Path("data/debian-en"), help="output folder (not in git)")

