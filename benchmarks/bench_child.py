@@ -1,17 +1,22 @@
 """One measurement, in a fresh interpreter: load a library's reranker, warm it up, time scoring all pairs.
 
-    python bench_child.py score LIBRARY MODEL_DIR MODEL_CLASS PAIRS_JSON OUT_JSON [--options JSON] [--warmup N]
+    python bench_child.py score LIBRARY MODEL_DIR MODEL_CLASS PAIRS_JSON OUT_JSON [--options JSON]
+        [--call-options JSON] [--warmup N]
     python bench_child.py matmul OUT_JSON
 
 Runs under the reference venv's python (flagembedding, sentence-transformers) or the system python with the
 repository's src/ on PYTHONPATH (autorerank). It imports nothing from the benchmark besides the standard library,
 so both interpreters can run it. Each library runs with its own defaults (threads, batch size); only what the
-benchmark fixes (max_length 512, fp32 unless an option says otherwise, CPU) is passed.
+benchmark fixes (max_length 512, fp32 unless an option says otherwise, CPU) is passed. ``--options`` go to the
+constructor, ``--call-options`` to every scoring call (the batch-size sweep passes ``batch_size`` there, the argument
+of FlagEmbedding's ``compute_score`` and of sentence-transformers' ``CrossEncoder.predict``). The result records the
+batch size the call used (``None`` where the library has no fixed batch size, as autorerank's token budget).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import resource
 import time
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 Scorer = Callable[[list[tuple[str, str]]], list[float]]
+# What a loader returns: the scoring function, the library's version, and the batch size each call uses.
+Loaded = tuple[Scorer, str, int | None]
 
 
 def _rss_mib() -> float:
@@ -29,16 +36,24 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _flagembedding(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+def _flagembedding(model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]) -> Loaded:
     import FlagEmbedding
     from FlagEmbedding import FlagLLMReranker, FlagReranker
 
     cls = FlagLLMReranker if model_class == "decoder-only-base" else FlagReranker
     reranker = cls(model_dir, max_length=512, **options)
-    return (lambda pairs: list(reranker.compute_score(pairs))), getattr(FlagEmbedding, "__version__", "1.4.2")
+    # compute_score's batch_size falls back to the constructor's (128 in FlagEmbedding 1.4.2).
+    batch_size = call.get("batch_size") or reranker.batch_size
+    return (
+        (lambda pairs: list(reranker.compute_score(pairs, **call))),
+        getattr(FlagEmbedding, "__version__", "1.4.2"),
+        int(batch_size),
+    )
 
 
-def _sentence_transformers(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+def _sentence_transformers(
+    model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]
+) -> Loaded:
     import sentence_transformers
     import torch
     from sentence_transformers import CrossEncoder
@@ -51,19 +66,22 @@ def _sentence_transformers(model_dir: str, model_class: str, options: dict[str, 
     )  # raw logits, as FlagEmbedding returns them (CrossEncoder defaults to sigmoid)
 
     def score(pairs: list[tuple[str, str]]) -> list[float]:
-        return model.predict(pairs, activation_fn=identity, show_progress_bar=False).tolist()
+        return model.predict(pairs, activation_fn=identity, show_progress_bar=False, **call).tolist()
 
-    return score, sentence_transformers.__version__
+    default = inspect.signature(model.predict).parameters["batch_size"].default
+    return score, sentence_transformers.__version__, int(call.get("batch_size", default))
 
 
-def _autorerank(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+def _autorerank(model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]) -> Loaded:
     import autorerank
     from autorerank import AutoReranker
 
     reranker = AutoReranker.from_finetuned(
         model_dir, model_class=model_class, max_length=_max_length(model_class), **options
     )
-    return (lambda pairs: list(reranker.compute_score(pairs))), autorerank.__version__
+    # Batches are planned under a token budget, so there is no one batch size to report.
+    batch_size = call.get("batch_size")
+    return (lambda pairs: list(reranker.compute_score(pairs, **call))), autorerank.__version__, batch_size
 
 
 CHAT = "decoder-only-yes-no"
@@ -79,9 +97,10 @@ def _max_length(model_class: str) -> int:
     return 8192 if model_class == CHAT else 512  # the Qwen3-Reranker card's, else the benchmark's
 
 
-def _qwen3_card(model_dir: str, model_class: str, options: dict[str, Any]) -> tuple[Scorer, str]:
+def _qwen3_card(model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]) -> Loaded:
     """The Qwen3-Reranker model card's transformers recipe (format_instruction, process_inputs, compute_logits),
-    in batches of ``batch_size`` (default 8) pairs in input order; returns the log-odds logit(yes) - logit(no)."""
+    in batches of ``batch_size`` (default 8; an option or a call option) pairs in input order; returns the
+    log-odds logit(yes) - logit(no)."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,7 +111,7 @@ def _qwen3_card(model_dir: str, model_class: str, options: dict[str, Any]) -> tu
     yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
     prefix = tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False)
     suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False)
-    max_length, batch_size = 8192, int(options.get("batch_size", 8))
+    max_length, batch_size = 8192, int(call.get("batch_size", options.get("batch_size", 8)))
 
     @torch.no_grad()
     def score(pairs: list[tuple[str, str]]) -> list[float]:
@@ -115,10 +134,10 @@ def _qwen3_card(model_dir: str, model_class: str, options: dict[str, Any]) -> tu
             scores += (logits[:, yes] - logits[:, no]).float().tolist()
         return scores
 
-    return score, transformers.__version__
+    return score, transformers.__version__, batch_size
 
 
-LOADERS = {
+LOADERS: dict[str, Callable[[str, str, dict[str, Any], dict[str, Any]], Loaded]] = {
     "flagembedding": _flagembedding,
     "sentence-transformers": _sentence_transformers,
     "autorerank": _autorerank,
@@ -132,7 +151,8 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     pairs = [tuple(pair) for pair in json.loads(Path(args.pairs).read_text(encoding="utf-8"))]
     rss_start = _rss_mib()
     started = time.perf_counter()
-    score, version = LOADERS[args.library](args.model_dir, args.model_class, json.loads(args.options))
+    options, call = json.loads(args.options), json.loads(args.call_options)
+    score, version, batch_size = LOADERS[args.library](args.model_dir, args.model_class, options, call)
     load_seconds = time.perf_counter() - started
     rss_loaded = _rss_mib()
     if args.warmup:
@@ -147,6 +167,7 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
         "version": version,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
         "pairs": len(pairs),
         "seconds": seconds,
         "load_seconds": load_seconds,
@@ -192,7 +213,8 @@ def main() -> None:
     score.add_argument("model_class")
     score.add_argument("pairs")
     score.add_argument("out")
-    score.add_argument("--options", default="{}")
+    score.add_argument("--options", default="{}", help="JSON keyword arguments of the constructor")
+    score.add_argument("--call-options", default="{}", help="JSON keyword arguments of every scoring call")
     score.add_argument("--warmup", type=int, default=16)
     matmul = sub.add_parser("matmul")
     matmul.add_argument("out")

@@ -19,7 +19,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+
+from bench_stats import Measurement, max_abs_diff, ratio, spearman
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent.parent / "shared" / "fixtures" / "qwen3" / "Qwen3-Reranker-0.6B"
@@ -45,7 +46,7 @@ CHAT_TEMPLATE = (
     "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n\n"
 )
 # (label, library, options, --use-bf16 needed)
-VARIANTS = (
+VARIANTS: tuple[tuple[str, str, dict[str, bool], bool], ...] = (
     (BASELINE, "qwen3-card", {}, False),
     ("sentence-transformers 6 fp32", "sentence-transformers", {}, False),
     ("autorerank fp32", "autorerank", {}, False),
@@ -90,8 +91,8 @@ def ensure_model(cache: Path, layers: int) -> Path:
     return folder
 
 
-def measure(args: argparse.Namespace, pairs: list[tuple[str, str]], run_dir: Path) -> list[dict[str, Any]]:
-    """Every row, round-robin over ``args.repeats``; each keeps its fastest run and largest peak RSS."""
+def measure(args: argparse.Namespace, pairs: list[tuple[str, str]], run_dir: Path) -> list[Measurement]:
+    """Every row, round-robin over ``args.repeats``; each keeps every run (median and spread are reported)."""
     from bench_pairs import write_pairs
     from run import child_env, run_child
 
@@ -99,61 +100,56 @@ def measure(args: argparse.Namespace, pairs: list[tuple[str, str]], run_dir: Pat
     pairs_file = run_dir / "pairs-qwen3.json"
     write_pairs(pairs_file, pairs)
     rows = [
-        {"label": label, "library": library, "options": options, "result": None, "rss": 0.0, "error": None}
+        (options, Measurement("qwen3", label, library))
         for label, library, options, bf16 in VARIANTS
         if args.use_bf16 or not bf16
     ]
     for attempt in range(args.repeats):
-        for row in rows:
-            if row["error"] is not None:
+        for options, row in rows:
+            if row.error is not None:
                 continue
-            tag = f"qwen3-{row['label'].replace(' ', '_')}-{attempt}"
+            tag = f"qwen3-{row.label.replace(' ', '_')}-{attempt}"
             out, log = run_dir / f"{tag}.json", run_dir / f"{tag}.log"
-            command = [sys.executable, str(HERE / "bench_child.py"), "score", row["library"], str(folder)]
-            command += [MODEL_CLASS, str(pairs_file), str(out), "--options", json.dumps(row["options"])]
+            command = [sys.executable, str(HERE / "bench_child.py"), "score", row.library, str(folder)]
+            command += [MODEL_CLASS, str(pairs_file), str(out), "--options", json.dumps(options)]
             command += ["--warmup", str(min(args.warmup, 4))]
-            print(f"[run] qwen3     {row['label']:<28} ...", end="", flush=True)
-            code, rss = run_child(command, child_env(row["library"]), log)
+            print(f"[run {attempt + 1}] qwen3     {row.label:<28} ...", end="", flush=True)
+            code, rss = run_child(command, child_env(row.library), log)
             if code != 0:
-                row["error"] = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])[-300:]
+                row.error = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])[-300:]
                 print(f" FAILED (exit {code}; log {log})", flush=True)
                 continue
             result = json.loads(out.read_text())
             print(f" {result['pairs'] / result['seconds']:.2f} pairs/s, peak RSS {rss:.0f} MiB", flush=True)
-            row["rss"] = max(row["rss"], rss)
-            if row["result"] is None or result["seconds"] < row["result"]["seconds"]:
-                row["result"] = result
-    return rows
+            row.add_run(result, rss)
+    return [row for _, row in rows]
 
 
-def report(rows: list[dict[str, Any]], layers: int, pairs: int) -> None:
-    from bench_report import max_abs_diff, spearman
-
-    base = next((row for row in rows if row["label"] == BASELINE and row["result"]), None)
-    fp32 = next((row for row in rows if row["label"] == "autorerank fp32" and row["result"]), None)
+def report(rows: list[Measurement], layers: int, pairs: int) -> None:
+    """One line per row: median pairs/s [min-max over repeats], ratios against the card's recipe."""
+    base = next((row for row in rows if row.label == BASELINE and row.ok), None)
+    fp32 = next((row for row in rows if row.label == "autorerank fp32" and row.ok), None)
     print(f"\n== Qwen3-Reranker-0.6B-shaped model ({layers} of 28 layers), {pairs} pairs, max_length 8192 ==")
-    print(f"{'library':<30}{'pairs/s':>9}{'speed vs card':>15}{'peak MiB':>10}{'mem vs card':>13}"
+    print(f"{'library':<30}{'pairs/s':>9}{'[min-max]':>16}{'speed vs card':>15}{'peak MiB':>10}{'mem vs card':>13}"
           f"{'max|dscore| vs card':>21}{'Spearman vs ar fp32':>21}")  # fmt: skip
     for row in rows:
-        result = row["result"]
-        if result is None:
-            print(f"{row['label']:<30}FAILED: {row['error']}")
+        if not row.ok:
+            print(f"{row.label:<30}FAILED: {row.error}")
             continue
-        speed = result["pairs"] / result["seconds"]
-        ratio = f"{speed / (base['result']['pairs'] / base['result']['seconds']):.2f}x" if base else "-"
-        memory = f"{row['rss'] / base['rss']:.2f}x" if base else "-"
-        diff = f"{max_abs_diff(result['scores'], base['result']['scores']):.1e}" if base else "-"
-        rho = f"{spearman(result['scores'], fp32['result']['scores']):.4f}" if fp32 else "-"
-        print(f"{row['label']:<30}{speed:>9.2f}{ratio:>15}{row['rss']:>10.0f}{memory:>13}{diff:>21}{rho:>21}")
+        spread = f"[{row.low:.3f}-{row.high:.3f}]"
+        speed = f"{ratio(row, base):.2f}x" if base else "-"
+        memory = f"{row.peak_rss_mib / base.peak_rss_mib:.2f}x" if base else "-"
+        diff = f"{max_abs_diff(row.scores, base.scores):.1e}" if base else "-"
+        rho = f"{spearman(row.scores, fp32.scores):.4f}" if fp32 else "-"
+        print(f"{row.label:<30}{row.median:>9.3f}{spread:>16}{speed:>15}{row.peak_rss_mib:>10.0f}{memory:>13}"
+              f"{diff:>21}{rho:>21}")  # fmt: skip
     if base and fp32:
-        speed = (fp32["result"]["pairs"] / fp32["result"]["seconds"]) / (
-            base["result"]["pairs"] / base["result"]["seconds"]
-        )
-        memory = fp32["rss"] / base["rss"]
-        met = speed >= TARGET[0] and memory <= TARGET[1]
+        speedup, memory_ratio = ratio(fp32, base), fp32.peak_rss_mib / base.peak_rss_mib
+        met = speedup >= TARGET[0] and memory_ratio <= TARGET[1]
         print(
             f"Target vs the card's recipe (autorerank fp32 >= {TARGET[0]}x speed, <= {TARGET[1]}x peak memory): "
-            f"{speed:.2f}x speed, {memory:.2f}x memory: " + ("MET" if met else "NOT MET")
+            f"{speedup:.2f}x speed (ratio of medians over {len(fp32.runs)} repeat(s)), {memory_ratio:.2f}x memory: "
+            + ("MET" if met else "NOT MET")
         )
 
 

@@ -1,105 +1,29 @@
-"""The printed report: one table per run, ratios against the baseline, score agreement and target checks."""
+"""The printed report: one table of every row (median pairs/s and its spread over repeats), each peer at its
+defaults and at its best batch size, autorerank against each peer, score agreement and the target verdicts."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from bench_stats import Measurement, best_row, defaults_row, group, max_abs_diff, ratio, spearman
+from bench_verdicts import BASELINE, verdicts
 
-# Speed-up and memory targets against FlagEmbedding fp32: (min speed ratio, max memory ratio).
-TARGETS = {"minilm": (1.4, None), "xlmr-base": (1.4, None), "llm": (1.5, 0.5)}
-TARGET_VARIANT = "autorerank fp32"
-# The int8 target, checked for each int8 runtime: model, min speed ratio, min Spearman with the baseline's scores.
-INT8_VARIANTS = ("autorerank onnx int8", "autorerank openvino int8")
-INT8_TARGET = ("minilm", 3.0, 0.99)
 # fp32 scores of two correct implementations differ only by summation order.
 SCORE_TOLERANCE = 1e-3
-
-
-@dataclass
-class Measurement:
-    model: str
-    label: str
-    result: dict[str, Any] | None = None
-    peak_rss_mib: float = 0.0
-    error: str | None = None
-
-    @property
-    def pairs_per_s(self) -> float:
-        assert self.result is not None
-        return self.result["pairs"] / self.result["seconds"]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "label": self.label,
-            "peak_rss_mib": self.peak_rss_mib,
-            "error": self.error,
-            "result": self.result,
-        }
-
-
-def max_abs_diff(a: list[float], b: list[float]) -> float:
-    return max(abs(x - y) for x, y in zip(a, b, strict=True))
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation (tied scores share their mean rank): how well a variant keeps the baseline's ordering."""
-    if len(a) != len(b):
-        raise ValueError(f"cannot correlate {len(a)} scores with {len(b)}")
-    ranks_a, ranks_b = _ranks(a), _ranks(b)
-    if ranks_a.std() == 0 or ranks_b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
-
-
-def _ranks(values: list[float]) -> np.ndarray:
-    _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts  # rank of the first copy of each distinct value
-    return (first + (counts - 1) / 2)[inverse]
-
-
-def _row(m: Measurement, base: Measurement | None, flops: int, peak_gflops: float) -> list[str]:
-    if m.result is None:
-        return [m.model, m.label, "FAILED: " + (m.error or "")]
-    r = m.result
-    gflops = flops / r["seconds"] / 1e9
-    has_base = base is not None and base.result is not None
-    speed = f"{m.pairs_per_s / base.pairs_per_s:.2f}x" if has_base else "-"
-    memory = f"{m.peak_rss_mib / base.peak_rss_mib:.2f}x" if has_base else "-"
-    diff = f"{max_abs_diff(r['scores'], base.result['scores']):.1e}" if has_base else "-"
-    rho = f"{spearman(r['scores'], base.result['scores']):.4f}" if has_base else "-"
-    return [
-        m.model,
-        m.label,
-        f"{r['version']}",
-        str(r["threads"]),
-        str(r["pairs"]),
-        f"{r['seconds']:.1f}",
-        f"{m.pairs_per_s:.2f}",
-        speed,
-        f"{m.peak_rss_mib:.0f}",
-        memory,
-        f"{gflops:.0f}",
-        f"{100 * gflops / peak_gflops:.0f}%",
-        diff,
-        rho,
-    ]
-
 
 HEADER = [
     "model",
     "library",
-    "version",
-    "thr",
-    "pairs",
-    "s",
+    "setting",
     "pairs/s",
-    "speed vs FE",
+    "[min-max]",
+    "runs",
+    "vs FE best",
+    "vs FE dflt",
     "peak MiB",
-    "mem vs FE",
+    "mem vs FE best",
     "GFLOP/s",
     "of peak",
     "max|dscore| vs FE",
@@ -107,65 +31,124 @@ HEADER = [
 ]
 
 
+def _cells(
+    m: Measurement,
+    best: set[int],
+    base: Measurement | None,
+    dflt: Measurement | None,
+    work: dict[str, Any],
+    peak_gflops: float,
+) -> list[str]:
+    """One table row; the ratios and score checks are against FlagEmbedding fp32 (at its best, at its defaults)."""
+    setting = m.setting + (" *best" if id(m) in best else "")
+    if not m.ok:
+        return [m.model, m.label, setting, "FAILED: " + (m.error or "no run")]
+    gflops = work["flops"] / work["pairs"] * m.median / 1e9
+    return [
+        m.model,
+        m.label,
+        setting,
+        f"{m.median:.2f}",
+        f"[{m.low:.2f}-{m.high:.2f}]",
+        str(len(m.runs)),
+        f"{ratio(m, base):.2f}x" if base else "-",
+        f"{ratio(m, dflt):.2f}x" if dflt else "-",
+        f"{m.peak_rss_mib:.0f}",
+        f"{m.peak_rss_mib / base.peak_rss_mib:.2f}x" if base else "-",
+        f"{gflops:.0f}",
+        f"{gflops / peak_gflops:.0%}",
+        f"{max_abs_diff(m.scores, base.scores):.1e}" if base else "-",
+        f"{spearman(m.scores, base.scores):.4f}" if base else "-",
+    ]
+
+
 def _print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows if len(row) == len(HEADER)) for i in range(len(HEADER))]
+    full = [row for row in rows if len(row) == len(HEADER)]
+    widths = [max(len(row[i]) for row in full) for i in range(len(HEADER))]
     for index, row in enumerate(rows):
-        if len(row) < len(HEADER):
-            print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2]]))
+        if len(row) < len(HEADER):  # a failed row: model, library, setting, error
+            print(
+                "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]), row[3]])
+            )
             continue
         print(
             "  ".join(
-                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+                cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
             )
         )
         if index == 0:
             print("  ".join("-" * w for w in widths))
 
 
-def _target_lines(measurements: list[Measurement], baselines: dict[str, Measurement]) -> list[str]:
+def _peers(measurements: Sequence[Measurement]) -> list[tuple[str, str]]:
+    """(model, label) of every swept variant, in run order."""
+    keys = {(m.model, m.label): None for m in measurements if m.library != "autorerank"}
+    return list(keys)
+
+
+def _speed(m: Measurement) -> str:
+    return f"{m.median:.2f} [{m.low:.2f}-{m.high:.2f}] pairs/s"
+
+
+def _peer_lines(measurements: Sequence[Measurement]) -> list[str]:
     lines = []
-    for m in measurements:
-        base = baselines.get(m.model)
-        if m.label != TARGET_VARIANT or m.result is None or base is None or base.result is None:
+    for model, label in _peers(measurements):
+        rows = group(measurements, model, label)
+        dflt, best = defaults_row(rows), best_row(rows)
+        at_defaults = f"defaults {_speed(dflt)}" if dflt and dflt.ok else "defaults FAILED"
+        if best is None:
+            lines.append(f"  {model:<9} {label:<28} {at_defaults}; no setting ran cleanly")
             continue
-        min_speed, max_memory = TARGETS[m.model]
-        speed = m.pairs_per_s / base.pairs_per_s
-        memory = m.peak_rss_mib / base.peak_rss_mib
-        ok = speed >= min_speed and (max_memory is None or memory <= max_memory)
-        need = f">= {min_speed}x speed" + (f", <= {max_memory}x peak memory" if max_memory else "")
-        lines.append(
-            f"  {m.model:<9} {speed:.2f}x speed, {memory:.2f}x memory  (target {need}): "
-            + ("MET" if ok else "NOT MET")
+        won = f"best: {best.setting} {_speed(best)}"
+        if dflt is not None and dflt.ok:
+            won += f", {ratio(best, dflt):.2f}x its defaults"
+        ran = sorted((m for m in rows if m.ok), key=lambda m: m.effective_batch_size or 0)
+        tried = ", ".join(
+            f"{m.effective_batch_size}{' (defaults)' if m.is_defaults else ''}: {m.median:.1f}" for m in ran
         )
-    model, min_speed, min_rho = INT8_TARGET
-    for m in measurements:
-        base = baselines.get(m.model)
-        if (
-            m.label not in INT8_VARIANTS
-            or m.model != model
-            or m.result is None
-            or base is None
-            or base.result is None
-        ):
-            continue
-        speed = m.pairs_per_s / base.pairs_per_s
-        rho = spearman(m.result["scores"], base.result["scores"])
-        ok = speed >= min_speed and rho >= min_rho
-        lines.append(
-            f"  {m.model:<9} {m.label}: {speed:.2f}x speed, Spearman {rho:.4f} vs fp32 scores "
-            f"(target >= {min_speed}x, >= {min_rho}): " + ("MET" if ok else "NOT MET")
-        )
+        lines.append(f"  {model:<9} {label:<28} {at_defaults}; {won}  (batch: pairs/s {tried})")
     return lines
 
 
-def print_report(
-    measurements: list[Measurement],
+def _autorerank_lines(measurements: Sequence[Measurement]) -> list[str]:
+    lines = []
+    peers = _peers(measurements)
+    for m in measurements:
+        if m.library != "autorerank" or not m.ok:
+            continue
+        parts = []
+        for model, label in peers:
+            rows = group(measurements, model, label)
+            best, dflt = best_row(rows), defaults_row(rows)
+            if model != m.model or best is None:
+                continue
+            part = f"{ratio(m, best):.2f}x {label} at its best [{best.setting}]"
+            if dflt is not None and dflt.ok:
+                part += f", {ratio(m, dflt):.2f}x at its defaults"
+            parts.append(part)
+        if parts:
+            lines.append(f"  {m.model:<9} {m.label:<28} " + "; ".join(parts))
+    return lines
+
+
+def _library_line(measurements: Sequence[Measurement]) -> str:
+    seen: dict[str, str] = {}
+    for m in measurements:
+        if m.ok and m.library not in seen:
+            r = m.runs[0]
+            seen[m.library] = f"{m.library} {r['version']} (torch {r['torch']}, {r['threads']} threads)"
+    return "libraries: " + "; ".join(seen.values())
+
+
+def _print_header(
+    measurements: Sequence[Measurement],
     work: dict[str, dict[str, Any]],
     peak_gflops: float,
-    baseline_label: str,
     samples: list[dict[str, Any]],
+    sweep: Sequence[int],
+    repeats: int,
+    has_native_bf16: bool,
 ) -> None:
-    baselines = {m.model: m for m in measurements if m.label == baseline_label}
     print("\n== autorerank speed benchmark (CPU, fp32 unless labelled, max_length 512) ==")
     sampled = ", ".join(f"{s['when']} {s['best_gflops']:.0f}" for s in samples)
     print(
@@ -174,46 +157,86 @@ def print_report(
     )
     print(
         f"CPU load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on "
-        f"{os.cpu_count()} CPUs: other processes running at the same time slow every row."
+        f"{os.cpu_count()} CPUs: other processes running at the same time slow every row. "
+        f"Native bf16 (AVX512-BF16 or AMX): {'yes' if has_native_bf16 else 'no'}."
     )
     for model, w in work.items():
         print(
             f"{model}: {w['pairs']} pairs, {w['tokens'] / w['pairs']:.0f} tokens/pair unpadded, "
             f"{w['flops'] / w['pairs'] / 1e9:.2f} GFLOP/pair"
         )
-    rows = [HEADER]
-    for m in measurements:
-        rows.append(_row(m, baselines.get(m.model), work[m.model]["flops"], peak_gflops))
-    print()
-    _print_table(rows)
-    print("\npeak MiB: the child process's peak RSS (wait4), interpreter and model weights included.")
+    print(_library_line(measurements))
+    swept = ", ".join(map(str, sweep)) if sweep else "none (--no-sweep: every peer at its defaults only)"
     print(
-        "GFLOP/s and 'of peak' count model FLOPs from the *unpadded* token counts of the pairs (the same work is"
+        f"{repeats} repeat(s) per row, interleaved across rows; pairs/s is the median, [min-max] the spread over "
+        f"repeats. Peer batch sizes swept: {swept}."
     )
-    print("charged to every library; padding and unread logits count as waste).")
-    bad = [
-        m
-        for m in measurements
-        if m.result is not None
-        and m.label.endswith("fp32")
-        and m.model in baselines
-        and baselines[m.model].result is not None
-        and max_abs_diff(m.result["scores"], baselines[m.model].result["scores"]) > SCORE_TOLERANCE
-    ]
-    for m in bad:
-        print(
-            f"WARNING: {m.label} scores on {m.model} differ from {baseline_label} by more than "
-            f"{SCORE_TOLERANCE}: its timing measures different work."
-        )
-    lines = _target_lines(measurements, baselines)
+
+
+def _print_rows(
+    measurements: Sequence[Measurement], work: dict[str, dict[str, Any]], peak_gflops: float
+) -> dict[str, Measurement]:
+    """The table of every row; returns FlagEmbedding fp32's best row per model (the scores to check against)."""
+    baselines: dict[str, Measurement] = {}
+    defaults: dict[str, Measurement] = {}
+    best_ids: set[int] = set()
+    for model, label in _peers(measurements):
+        rows = group(measurements, model, label)
+        best, dflt = best_row(rows), defaults_row(rows)
+        if best is not None:
+            best_ids.add(id(best))
+        if label == BASELINE and best is not None:
+            baselines[model] = best
+        if label == BASELINE and dflt is not None and dflt.ok:
+            defaults[model] = dflt
+    table = [HEADER]
+    for m in measurements:
+        base, dflt = baselines.get(m.model), defaults.get(m.model)
+        table.append(_cells(m, best_ids, base, dflt, work[m.model], peak_gflops))
+    print()
+    _print_table(table)
+    print(
+        "\n'vs FE best' / 'vs FE dflt': median speed over FlagEmbedding fp32's median at its best batch size /"
+        " at its defaults; *best marks each peer's fastest setting. peak MiB: the child's largest peak RSS over"
+        " repeats (wait4), interpreter and weights included. GFLOP/s and 'of peak' count model FLOPs from the"
+        " *unpadded* token counts at the median speed (padding and unread logits count as waste)."
+    )
+    return baselines
+
+
+def print_report(
+    measurements: list[Measurement],
+    work: dict[str, dict[str, Any]],
+    peak_gflops: float,
+    samples: list[dict[str, Any]],
+    *,
+    sweep: Sequence[int],
+    repeats: int,
+    has_native_bf16: bool,
+    notes: Sequence[str] = (),
+) -> None:
+    _print_header(measurements, work, peak_gflops, samples, sweep, repeats, has_native_bf16)
+    baselines = _print_rows(measurements, work, peak_gflops)
+    for note in notes:
+        print(f"note: {note}")
+    peer_lines = _peer_lines(measurements)
+    if peer_lines:
+        print("\nPeers at their defaults and at their best batch size:")
+        print("\n".join(peer_lines))
+    ours = _autorerank_lines(measurements)
+    if ours:
+        print("\nautorerank against each peer (ratios of medians):")
+        print("\n".join(ours))
+    for m in measurements:
+        base = baselines.get(m.model)
+        differs = m.ok and base is not None and max_abs_diff(m.scores, base.scores) > SCORE_TOLERANCE
+        if differs and m.label.endswith("fp32"):
+            print(
+                f"WARNING: {m.label} ({m.setting}) scores on {m.model} differ from {BASELINE} by more than "
+                f"{SCORE_TOLERANCE}: its timing measures different work."
+            )
+    flops_per_pair = {model: w["flops"] / w["pairs"] for model, w in work.items()}
+    lines = [v.line() for v in verdicts(measurements, flops_per_pair, peak_gflops, has_native_bf16)]
     if lines:
-        fp32 = ", ".join(
-            f"{model} >= {speed}x speed" + (f" and <= {memory}x peak memory" if memory else "")
-            for model, (speed, memory) in TARGETS.items()
-        )
-        model, speed, rho = INT8_TARGET
-        print(
-            f"\nTargets vs FlagEmbedding fp32 ({TARGET_VARIANT}: {fp32}; int8 on {model}: >= {speed}x speed "
-            f"with Spearman >= {rho}):"
-        )
+        print(f"\nTargets (issue 16), each against {BASELINE} (FE) at its best batch size in this run:")
         print("\n".join(lines))

@@ -13,6 +13,13 @@ word queries, 30-200 word passages) three ways and prints one table:
    requests per model call the server formed;
 3. latency p50/p99 at a fixed request rate (``--rate``; default half the 32-client rate), open loop.
 
+It ends with a summary: in-process and server pairs/s at the highest concurrency, their ratio against the goal,
+the latencies, and two checks of the scores: every score the server returned against the library's in-process
+score of the same pair (they differ only by float rounding with what else shares a batch), and, on a device other
+than the CPU, the device's in-process scores of a few pairs against the CPU's in float32. ``--device cuda:0`` and
+``--bf16`` go to both the library and the server; the server needs the ``server`` extra (Starlette, uvicorn) in
+the same environment.
+
 The model is built from a config with seeded random weights (speed does not depend on the weights) and the
 ``enc-bert`` fixture's WordPiece tokenizer: ``--shape minilm`` (6 layers, 384 wide: cross-encoder/ms-marco-MiniLM
 size) or ``base`` (12 layers, 768 wide: bge-reranker-base size); or pass ``--model PATH``. Clients can run in
@@ -25,7 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -91,16 +100,22 @@ def model_options(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return kwargs, flags
 
 
-def in_process(model: str, requests: list[tuple[str, list[str]]], kwargs: dict[str, Any]) -> dict[str, float]:
+CPU_CHECK_PAIRS = 64
+
+
+def in_process(
+    model: str, requests: list[tuple[str, list[str]]], kwargs: dict[str, Any]
+) -> tuple[dict[str, float], list[float]]:
+    """Pairs/s in-process, and the raw scores of every pair (request by request, document by document)."""
     from autorerank import AutoReranker
 
     reranker = AutoReranker.from_finetuned(model, **kwargs)
     pairs = [(query, passage) for query, passages in requests for passage in passages]
     reranker.compute_score(pairs[:256], show_progress=False)  # warm up (lazy initialisation, kernels)
-    one_call = 0.0
+    one_call, scores = 0.0, []
     for _ in range(2):  # the better of two: the second runs with every batch shape's kernels already built
         started = time.perf_counter()
-        reranker.compute_score(pairs, show_progress=False)
+        scores = reranker.compute_score(pairs, show_progress=False)
         one_call = max(one_call, len(pairs) / (time.perf_counter() - started))
     subset = requests[: max(1, len(requests) // 4)]
     started = time.perf_counter()
@@ -110,7 +125,21 @@ def in_process(model: str, requests: list[tuple[str, list[str]]], kwargs: dict[s
     reranker.close()
     del reranker
     gc.collect()
-    return {"one_call": one_call, "per_request": per_request, "pairs": float(len(pairs))}
+    _free_device_memory()
+    stats = {"one_call": one_call, "per_request": per_request, "pairs": float(len(pairs))}
+    if kwargs["devices"] != "cpu":
+        on_cpu = AutoReranker.from_finetuned(model, devices="cpu")
+        reference = on_cpu.compute_score(pairs[:CPU_CHECK_PAIRS], show_progress=False)
+        stats["device_vs_cpu"] = max(abs(a - b) for a, b in zip(scores[:CPU_CHECK_PAIRS], reference))
+    return stats, list(scores)
+
+
+def _free_device_memory() -> None:
+    """Give this process's cached GPU memory back before the server process loads its copy of the model."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class Server:
@@ -162,14 +191,16 @@ class Server:
         self.process.wait(60)
 
 
-async def _drive(
-    url: str, requests: list[tuple[str, list[str]]], clients: int, start_at: float
-) -> list[float]:
-    """Send ``requests`` over ``clients`` connections (closed loop), starting at ``start_at``; latencies."""
+Numbered = list[tuple[int, str, list[str]]]  # (request number, query, documents)
+
+
+async def _drive(url: str, requests: Numbered, clients: int, start_at: float) -> dict[int, list[float]]:
+    """Send ``requests`` over ``clients`` connections (closed loop), starting at ``start_at``; the scores of
+    each request, by number, in document order."""
     import httpx
 
     queue = list(reversed(requests))
-    latencies: list[float] = []
+    scores: dict[int, list[float]] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
         await http.get("/health")
@@ -177,31 +208,35 @@ async def _drive(
 
         async def client() -> None:
             while queue:
-                query, documents = queue.pop()
-                sent = time.perf_counter()
+                number, query, documents = queue.pop()
                 response = await http.post("/v2/rerank", json={"query": query, "documents": documents})
                 response.raise_for_status()
-                latencies.append(time.perf_counter() - sent)
+                results = sorted(response.json()["results"], key=lambda result: result["index"])
+                scores[number] = [result["relevance_score"] for result in results]
 
         await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies
+    return scores
 
 
-def _client_process(job: tuple[str, list[tuple[str, list[str]]], int, float]) -> tuple[float, int]:
+def _client_process(job: tuple[str, Numbered, int, float]) -> tuple[float, dict[int, list[float]]]:
     url, requests, clients, start_at = job
-    asyncio.run(_drive(url, requests, clients, start_at))
-    return time.time(), len(requests)
+    scores = asyncio.run(_drive(url, requests, clients, start_at))
+    return time.time(), scores
 
 
-def closed_loop(server: Server, requests: list[tuple[str, list[str]]], clients: int, processes: int) -> dict:
-    """Pairs/s with ``clients`` concurrent clients, spread over ``processes`` client processes."""
+def closed_loop(
+    server: Server, requests: list[tuple[str, list[str]]], clients: int, processes: int
+) -> tuple[dict[str, float], dict[int, list[float]]]:
+    """Pairs/s with ``clients`` concurrent clients, spread over ``processes`` client processes, and the
+    (normalized) scores the server returned for each request, by its index in ``requests``."""
     processes = max(1, min(processes, clients))
+    numbered = [(number, query, documents) for number, (query, documents) in enumerate(requests)]
     before = server.metrics()
     start_at = time.time() + 2.0  # every client process connected before the clock starts
     if processes == 1:
-        finished = [_client_process((server.url, requests, clients, start_at))]
+        finished = [_client_process((server.url, numbered, clients, start_at))]
     else:
-        shares = [requests[i::processes] for i in range(processes)]
+        shares = [numbered[i::processes] for i in range(processes)]
         counts = [clients // processes + (i < clients % processes) for i in range(processes)]
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             finished = pool.map(
@@ -212,7 +247,20 @@ def closed_loop(server: Server, requests: list[tuple[str, list[str]]], clients: 
     calls = after["autorerank_batch_requests_count"] - before["autorerank_batch_requests_count"]
     served = after["autorerank_batch_requests_sum"] - before["autorerank_batch_requests_sum"]
     pairs = sum(len(documents) for _, documents in requests)
-    return {"pairs_per_s": pairs / elapsed, "requests_per_call": served / max(calls, 1)}
+    scores = {number: got for _, part in finished for number, got in part.items()}
+    return {"pairs_per_s": pairs / elapsed, "requests_per_call": served / max(calls, 1)}, scores
+
+
+def largest_difference(
+    requests: list[tuple[str, list[str]]], served: dict[int, list[float]], raw: list[float]
+) -> float:
+    """The largest difference between a score the server returned and the library's sigmoid of the same pair."""
+    starts = itertools.accumulate((len(documents) for _, documents in requests), initial=0)
+    worst = 0.0
+    for number, start in zip(range(len(requests)), starts):
+        for offset, got in enumerate(served[number]):
+            worst = max(worst, abs(got - 1.0 / (1.0 + math.exp(-raw[start + offset]))))
+    return worst
 
 
 async def _open_loop(url: str, requests: list[tuple[str, list[str]]], rate: float) -> list[float]:
@@ -269,14 +317,14 @@ def main() -> None:
         model = args.model or build_model(args.shape, Path(folder), args.tokenizer_from)
         requests = make_requests(args.requests, args.documents, seed=7)
         kwargs, flags = model_options(args)
-        baseline = in_process(model, requests, kwargs)
+        baseline, raw = in_process(model, requests, kwargs)
         server = Server(model, flags)
         try:
-            _closed = closed_loop(server, requests[: max(8, len(requests) // 10)], 8, 1)  # warm up the server
-            runs = {
-                clients: closed_loop(server, requests, clients, args.client_processes)
-                for clients in (int(text) for text in args.clients.split(","))
-            }
+            closed_loop(server, requests[: max(8, len(requests) // 10)], 8, 1)  # warm up the server
+            runs, difference = {}, 0.0
+            for clients in (int(text) for text in args.clients.split(",")):
+                runs[clients], served = closed_loop(server, requests, clients, args.client_processes)
+                difference = max(difference, largest_difference(requests, served, raw))
             top = runs[max(runs)]
             rate = args.rate or top["pairs_per_s"] / args.documents / 2
             timed = make_requests(args.latency_requests, args.documents, seed=8)
@@ -285,10 +333,11 @@ def main() -> None:
             server.stop()
 
     name = args.model or f"{args.shape}-shaped BERT cross-encoder (random weights)"
-    print(
+    setup = (
         f"model: {name}; device {args.device}{', bf16' if args.bf16 else ''}; {int(baseline['pairs'])} pairs in "
         f"{args.requests} requests of {args.documents} documents; {args.client_processes} client process(es)"
     )
+    print(setup)
     print("| run | pairs/s | share of in-process | requests per model call |")
     print("| --- | --- | --- | --- |")
     print(f"| in-process compute_score, all pairs in one call | {baseline['one_call']:.1f} | 100% | - |")
@@ -307,7 +356,22 @@ def main() -> None:
     )
     share = top["pairs_per_s"] / baseline["one_call"]
     verdict = "met" if share >= GOAL else "MISSED"
-    print(f"goal: {max(runs)} clients >= {GOAL:.0%} of in-process throughput: {verdict} ({share:.0%})")
+    print()
+    print("summary:")
+    print(f"  {setup}")
+    print(
+        f"  throughput: server with {max(runs)} clients {top['pairs_per_s']:.1f} pairs/s, in-process (one call) "
+        f"{baseline['one_call']:.1f} pairs/s: ratio {share:.2f} (goal {GOAL:.2f}: {verdict}); "
+        f"{top['requests_per_call']:.1f} requests per model call"
+    )
+    print(f"  latency at {rate:.1f} requests/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"  scores: server against in-process, largest difference {difference:.2e} (normalized)", end="")
+    if "device_vs_cpu" in baseline:
+        print(
+            f"; {args.device} against CPU float32 on {CPU_CHECK_PAIRS} pairs {baseline['device_vs_cpu']:.2e} (raw)"
+        )
+    else:
+        print()
     if args.json:
         result = {
             "baseline": baseline,
@@ -316,6 +380,7 @@ def main() -> None:
             "p50_ms": p50,
             "p99_ms": p99,
             "share": share,
+            "largest_difference": difference,
         }
         args.json.write_text(json.dumps(result, indent=1))
 

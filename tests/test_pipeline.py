@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -72,3 +74,45 @@ def test_rerank_refuses_several_layers_before_scoring():
     assert reranker.scores_per_pair(cutoff_layers=[4, 5]) == 2
     with pytest.raises(InvalidOptionError, match="single cutoff layer"):
         reranker.rerank("q", ["a", "b"], cutoff_layers=[4, 5])
+
+
+def test_chunks_are_read_one_ahead_on_one_helper_thread_kept_between_calls():
+    reranker = cached_reranker("enc/bge-reranker-v2-m3")
+    readers: list[threading.Thread] = []
+
+    def source(chunks):
+        for chunk in chunks:
+            readers.append(threading.current_thread())
+            yield chunk
+
+    chunks = [PAIRS[i : i + 4] for i in range(0, 12, 4)]
+    list(reranker.iter_scores(source(chunks)))
+    list(reranker.iter_scores(source(chunks)))
+    assert len(readers) == 6 and len(set(readers)) == 1  # one thread, started once, kept for the next call
+    assert readers[0] is not threading.current_thread() and readers[0].is_alive()
+    reranker._engine.close()  # also done when the reranker is collected
+    readers[0].join(10)
+    assert not readers[0].is_alive()
+    assert len(list(reranker.iter_scores(source(chunks)))) == 3  # a later call starts a new one
+
+
+def test_a_caller_that_stops_early_leaves_the_source_after_the_chunk_read_ahead():
+    reranker = cached_reranker("enc/bge-reranker-v2-m3")
+    read: list[int] = []
+    reading = threading.Event()
+
+    def source():
+        for index in range(10):
+            read.append(index)
+            if index == 1:  # the chunk read ahead while chunk 0 is scored: slow to read
+                reading.set()
+                time.sleep(0.3)
+            yield PAIRS[index : index + 2]
+
+    stream = reranker.iter_scores(source())
+    first = next(stream)
+    assert first.shape == (1, 2) and reading.wait(10)
+    stream.close()  # returns once the read-ahead is done: the source is not touched after it
+    assert read == [0, 1]
+    time.sleep(0.4)
+    assert read == [0, 1]

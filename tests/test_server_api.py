@@ -3,7 +3,8 @@
 Every score the server returns is checked against the library in this process on the same pairs: sigmoid for
 ``relevance_score`` (and TEI's and vLLM's defaults), raw for TEI's ``raw_scores`` and vLLM's ``use_activation:
 false``. Scores of one pair can differ by float32 rounding with what else is in its batch (see
-test_invariance.py), hence the tolerance.
+test_invariance.py), hence the tolerance. The server (``enc_server``, ``enc_client``) and the reference
+(``enc_reference``) come from conftest.py.
 """
 
 from __future__ import annotations
@@ -11,82 +12,40 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import cached_reranker
-from test_server_process import ENC, ServerProcess, metric
+from server_support import ATOL, DOCUMENTS, ENC, KEY, QUERY, assert_ranked, metric, pairs
 
 httpx = pytest.importorskip("httpx")
 cohere = pytest.importorskip("cohere")
 
-KEY = "sk-test-5e1b7c"  # given through AUTORERANK_API_KEY, the way the README recommends
-ATOL = 2e-5
-QUERY = "what is a giant panda?"
-DOCUMENTS = [
-    "The giant panda is a bear species endemic to China.",
-    "Paris is the capital of France.",
-    "Pandas eat bamboo almost exclusively.",
-    "The stock market fell sharply on Monday.",
-    "A red panda is not closely related to the giant panda.",
-]
 LONG = "The giant panda lives in mountain forests of bamboo in central China. " * 60
-
-
-@pytest.fixture(scope="module")
-def server():
-    process = ServerProcess.command(ENC, env={"AUTORERANK_API_KEY": KEY})
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
-def reranker():
-    return cached_reranker("enc/bge-reranker-v2-m3")
-
-
-def pairs(query: str, documents: list[str]) -> list[tuple[str, str]]:
-    return [(query, document) for document in documents]
-
-
-def assert_ranked(results, key, expected):
-    """Results best first, one per document, each with its document's expected score."""
-    scores = [result[key] for result in results]
-    assert scores == sorted(scores, reverse=True)
-    assert sorted(result["index"] for result in results) == list(range(len(expected)))
-    for result in results:
-        assert result[key] == pytest.approx(expected[result["index"]], abs=ATOL), result
 
 
 # ----------------------------------------------------------------------------- Cohere and Jina
 @pytest.mark.parametrize("route", ["/v1/rerank", "/v2/rerank"])
-def test_cohere_relevance_scores_are_the_librarys_sigmoid_scores_best_first(client, reranker, route):
+def test_cohere_relevance_scores_are_the_librarys_sigmoid_scores_best_first(enc_client, enc_reference, route):
     documents = [DOCUMENTS[0], {"text": DOCUMENTS[1]}, *DOCUMENTS[2:]]
-    response = client.post(route, json={"model": "rerank-v3.5", "query": QUERY, "documents": documents})
+    response = enc_client.post(route, json={"model": "rerank-v3.5", "query": QUERY, "documents": documents})
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = reranker.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
+    expected = enc_reference.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
     assert_ranked(body["results"], "relevance_score", expected)
     assert all(0 < result["relevance_score"] < 1 and "document" not in result for result in body["results"])
     assert body["id"] and body["meta"]["api_version"]["version"] == route[2]
     assert body["meta"]["billed_units"]["search_units"] == 1
 
 
-def test_cohere_top_n_and_return_documents(client, reranker):
-    body = client.post(
+def test_cohere_top_n_and_return_documents(enc_client, enc_reference):
+    body = enc_client.post(
         "/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS, "top_n": 2, "return_documents": True}
     ).json()
-    expected = reranker.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
+    expected = enc_reference.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
     best = sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])[:2]
     assert [result["index"] for result in body["results"]] == best
     assert [result["document"] for result in body["results"]] == [{"text": DOCUMENTS[i]} for i in best]
 
 
-def test_jina_fields_usage_and_model_count_the_tokens_the_model_reads(client, reranker):
-    body = client.post(
+def test_jina_fields_usage_and_model_count_the_tokens_the_model_reads(enc_client, enc_reference):
+    body = enc_client.post(
         "/v1/rerank",
         json={
             "model": "jina-reranker-v2-base-multilingual",
@@ -96,37 +55,39 @@ def test_jina_fields_usage_and_model_count_the_tokens_the_model_reads(client, re
         },
     ).json()
     # The same count with the transformers tokenizer: query, document and the pair's special tokens.
-    expected = sum(len(reranker.tokenizer(QUERY, document)["input_ids"]) for document in DOCUMENTS)
+    expected = sum(len(enc_reference.tokenizer(QUERY, document)["input_ids"]) for document in DOCUMENTS)
     assert body["usage"]["total_tokens"] == expected == body["meta"]["tokens"]["input_tokens"]
     assert body["model"] == ENC  # the served name: MODEL as given
     assert len(body["results"]) == 3
 
 
-def test_cohere_max_tokens_per_doc_cuts_documents_as_the_librarys_passage_max_length(client, reranker):
+def test_cohere_max_tokens_per_doc_cuts_documents_as_the_librarys_passage_max_length(
+    enc_client, enc_reference
+):
     documents = [LONG, DOCUMENTS[0] + " " + LONG]
-    body = client.post(
+    body = enc_client.post(
         "/v2/rerank", json={"query": QUERY, "documents": documents, "max_tokens_per_doc": 8}
     ).json()
-    cut = reranker.compute_score(pairs(QUERY, documents), normalize=True, passage_max_length=8)
-    whole = reranker.compute_score(pairs(QUERY, documents), normalize=True)
+    cut = enc_reference.compute_score(pairs(QUERY, documents), normalize=True, passage_max_length=8)
+    whole = enc_reference.compute_score(pairs(QUERY, documents), normalize=True)
     assert_ranked(body["results"], "relevance_score", cut)
     assert abs(cut[0] - whole[0]) > 1e-4  # the cut changes the score, so the check above can fail
 
 
-def test_the_cohere_sdk_v2_client_parses_the_response(server, reranker):
-    co = cohere.ClientV2(api_key=KEY, base_url=server.url, timeout=120)
+def test_the_cohere_sdk_v2_client_parses_the_response(enc_server, enc_reference):
+    co = cohere.ClientV2(api_key=KEY, base_url=enc_server.url, timeout=120)
     response = co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCUMENTS, top_n=3)
-    expected = reranker.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
+    expected = enc_reference.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
     assert len(response.results) == 3
     for result in response.results:
         assert result.relevance_score == pytest.approx(expected[result.index], abs=ATOL)
     assert response.results[0].index == max(range(len(DOCUMENTS)), key=lambda i: expected[i])
 
 
-def test_the_cohere_sdk_v1_client_gets_its_documents_back(server, reranker):
-    co = cohere.Client(api_key=KEY, base_url=server.url, timeout=120)
+def test_the_cohere_sdk_v1_client_gets_its_documents_back(enc_server, enc_reference):
+    co = cohere.Client(api_key=KEY, base_url=enc_server.url, timeout=120)
     response = co.rerank(query=QUERY, documents=DOCUMENTS, return_documents=True)
-    expected = reranker.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
+    expected = enc_reference.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
     assert [result.document.text for result in response.results] == [
         DOCUMENTS[result.index] for result in response.results
     ]
@@ -136,12 +97,12 @@ def test_the_cohere_sdk_v1_client_gets_its_documents_back(server, reranker):
 
 # ----------------------------------------------------------------------------- text-embeddings-inference
 @pytest.mark.parametrize("raw_scores", [False, True])
-def test_tei_scores_follow_raw_scores(client, reranker, raw_scores):
-    body = client.post(
+def test_tei_scores_follow_raw_scores(enc_client, enc_reference, raw_scores):
+    body = enc_client.post(
         "/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": raw_scores, "return_text": True}
     ).json()
     assert isinstance(body, list)
-    expected = reranker.compute_score(pairs(QUERY, DOCUMENTS), normalize=not raw_scores)
+    expected = enc_reference.compute_score(pairs(QUERY, DOCUMENTS), normalize=not raw_scores)
     assert_ranked(body, "score", expected)
     assert [rank["text"] for rank in body] == [DOCUMENTS[rank["index"]] for rank in body]
     if raw_scores:
@@ -149,42 +110,44 @@ def test_tei_scores_follow_raw_scores(client, reranker, raw_scores):
 
 
 @pytest.mark.parametrize("truncate", [None, True])
-def test_tei_cuts_long_texts_as_the_library_does(client, reranker, truncate):
+def test_tei_cuts_long_texts_as_the_library_does(enc_client, enc_reference, truncate):
     request = {"query": QUERY, "texts": [LONG, DOCUMENTS[0]], "raw_scores": True}
     if truncate is not None:
         request["truncate"] = truncate
-    body = client.post("/rerank", json=request).json()
-    assert_ranked(body, "score", reranker.compute_score(pairs(QUERY, [LONG, DOCUMENTS[0]])))
+    body = enc_client.post("/rerank", json=request).json()
+    assert_ranked(body, "score", enc_reference.compute_score(pairs(QUERY, [LONG, DOCUMENTS[0]])))
 
 
-def test_tei_truncate_false_refuses_a_text_longer_than_the_model_takes(client):
-    response = client.post("/rerank", json={"query": QUERY, "texts": [DOCUMENTS[0], LONG], "truncate": False})
+def test_tei_truncate_false_refuses_a_text_longer_than_the_model_takes(enc_client):
+    response = enc_client.post(
+        "/rerank", json={"query": QUERY, "texts": [DOCUMENTS[0], LONG], "truncate": False}
+    )
     assert response.status_code == 413
     assert response.json()["error_type"] == "PayloadTooLarge"
     assert "`texts[1]`" in response.json()["error"] and "truncate" in response.json()["error"]
-    short = client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "truncate": False})
+    short = enc_client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "truncate": False})
     assert short.status_code == 200
 
 
-def test_tei_left_truncation_keeps_the_end_of_a_long_text(client, reranker):
+def test_tei_left_truncation_keeps_the_end_of_a_long_text(enc_client, enc_reference):
     text = "Paris is the capital of France. " * 80 + "The giant panda is a bear."
-    body = client.post(
+    body = enc_client.post(
         "/rerank", json={"query": QUERY, "texts": [text], "raw_scores": True, "truncation_direction": "Left"}
     ).json()
     # Cut independently with the transformers tokenizer's offsets: keep what fits after the query.
-    tokenizer = reranker.tokenizer
+    tokenizer = enc_reference.tokenizer
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    room = reranker.max_length - len(tokenizer(QUERY, add_special_tokens=False)["input_ids"]) - 4
+    room = enc_reference.max_length - len(tokenizer(QUERY, add_special_tokens=False)["input_ids"]) - 4
     tail = text[encoded["offset_mapping"][len(encoded["input_ids"]) - room][0] :]
-    assert body[0]["score"] == pytest.approx(reranker.compute_score([(QUERY, tail)])[0], abs=ATOL)
-    assert abs(body[0]["score"] - reranker.compute_score([(QUERY, text)])[0]) > 1e-4  # not the right cut
+    assert body[0]["score"] == pytest.approx(enc_reference.compute_score([(QUERY, tail)])[0], abs=ATOL)
+    assert abs(body[0]["score"] - enc_reference.compute_score([(QUERY, text)])[0]) > 1e-4  # not the right cut
 
 
 # ----------------------------------------------------------------------------- vLLM
 @pytest.mark.parametrize("route", ["/score", "/v1/score"])
-def test_vllm_scores_one_text_1_against_every_text_2_in_order(client, reranker, route):
-    body = client.post(route, json={"model": "m", "text_1": QUERY, "text_2": DOCUMENTS}).json()
-    expected = reranker.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
+def test_vllm_scores_one_text_1_against_every_text_2_in_order(enc_client, enc_reference, route):
+    body = enc_client.post(route, json={"model": "m", "text_1": QUERY, "text_2": DOCUMENTS}).json()
+    expected = enc_reference.compute_score(pairs(QUERY, DOCUMENTS), normalize=True)
     assert body["object"] == "list" and body["id"].startswith("score-") and isinstance(body["created"], int)
     assert [item["index"] for item in body["data"]] == list(range(len(DOCUMENTS)))  # input order, not ranked
     assert all(item["object"] == "score" for item in body["data"])
@@ -192,21 +155,21 @@ def test_vllm_scores_one_text_1_against_every_text_2_in_order(client, reranker, 
     assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
 
 
-def test_vllm_pairs_two_lists_item_by_item_and_use_activation_false_is_raw(client, reranker):
+def test_vllm_pairs_two_lists_item_by_item_and_use_activation_false_is_raw(enc_client, enc_reference):
     queries = [QUERY, "capital of France", QUERY]
-    body = client.post(
+    body = enc_client.post(
         "/score", json={"text_1": queries, "text_2": DOCUMENTS[:3], "use_activation": False}
     ).json()
-    expected = reranker.compute_score(list(zip(queries, DOCUMENTS[:3])))
+    expected = enc_reference.compute_score(list(zip(queries, DOCUMENTS[:3])))
     assert [item["score"] for item in body["data"]] == pytest.approx(expected, abs=ATOL)
-    single = client.post("/score", json={"text_1": [QUERY], "text_2": DOCUMENTS[0]}).json()
+    single = enc_client.post("/score", json={"text_1": [QUERY], "text_2": DOCUMENTS[0]}).json()
     assert single["data"][0]["score"] == pytest.approx(
-        reranker.compute_score([(QUERY, DOCUMENTS[0])], normalize=True)[0], abs=ATOL
+        enc_reference.compute_score([(QUERY, DOCUMENTS[0])], normalize=True)[0], abs=ATOL
     )
 
 
-def test_vllm_lists_of_different_lengths_are_refused_naming_text_1(client):
-    response = client.post("/score", json={"text_1": ["a", "b"], "text_2": ["c", "d", "e"]})
+def test_vllm_lists_of_different_lengths_are_refused_naming_text_1(enc_client):
+    response = enc_client.post("/score", json={"text_1": ["a", "b"], "text_2": ["c", "d", "e"]})
     assert response.status_code == 422
     body = response.json()
     assert body["object"] == "error" and body["param"] == "text_1" and body["code"] == 422
@@ -223,8 +186,8 @@ def test_vllm_lists_of_different_lengths_are_refused_naming_text_1(client):
         ("/score", {"text_1": QUERY, "text_2": []}, lambda body: body["data"]),
     ],
 )
-def test_no_documents_give_an_empty_result(client, route, request_body, empty):
-    response = client.post(route, json=request_body)
+def test_no_documents_give_an_empty_result(enc_client, route, request_body, empty):
+    response = enc_client.post(route, json=request_body)
     assert response.status_code == 200
     assert empty(response.json()) == []
 
@@ -267,22 +230,22 @@ def test_no_documents_give_an_empty_result(client, route, request_body, empty):
         ("/score", [QUERY, "a"], 422, "must be a JSON object, got an array"),
     ],
 )
-def test_wrong_fields_are_refused_naming_the_field(client, route, request_body, status, message):
-    response = client.post(route, json=request_body)
+def test_wrong_fields_are_refused_naming_the_field(enc_client, route, request_body, status, message):
+    response = enc_client.post(route, json=request_body)
     assert response.status_code == status, response.text
     assert message in response.json()["message"]
 
 
 @pytest.mark.parametrize("route", ["/v1/rerank", "/rerank", "/score"])
-def test_malformed_json_is_a_400(client, route):
-    response = client.post(
+def test_malformed_json_is_a_400(enc_client, route):
+    response = enc_client.post(
         route, content=b'{"query": "a", "documents": [', headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
     assert "not valid JSON" in response.text
 
 
-def test_fields_the_server_does_not_use_are_ignored(client):
+def test_fields_the_server_does_not_use_are_ignored(enc_client):
     request = {
         "query": QUERY,
         "documents": DOCUMENTS,
@@ -290,14 +253,14 @@ def test_fields_the_server_does_not_use_are_ignored(client):
         "priority": 3,
         "stream": False,
     }
-    assert client.post("/v1/rerank", json=request).status_code == 200
+    assert enc_client.post("/v1/rerank", json=request).status_code == 200
     request = {"query": QUERY, "texts": DOCUMENTS, "prompt_name": None, "dimensions": 3}
-    assert client.post("/rerank", json=request).status_code == 200
+    assert enc_client.post("/rerank", json=request).status_code == 200
 
 
 # ----------------------------------------------------------------------------- info, health, metrics, logs
-def test_info_describes_the_model(client):
-    info = client.get("/info").json()
+def test_info_describes_the_model(enc_client):
+    info = enc_client.get("/info").json()
     assert info["kind"] == "encoder-only-base" and info["detected_by"].startswith("config.json")
     assert (info["max_length"], info["dtype"], info["device"], info["backend"]) == (
         512,
@@ -308,11 +271,11 @@ def test_info_describes_the_model(client):
     assert info["model"] == ENC and info["version"]
 
 
-def test_metrics_count_requests_pairs_tokens_and_batches(client):
-    before = client.get("/metrics").text
-    client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS})
-    client.post("/rerank", json={"query": QUERY, "texts": 7})
-    after = client.get("/metrics").text
+def test_metrics_count_requests_pairs_tokens_and_batches(enc_client):
+    before = enc_client.get("/metrics").text
+    enc_client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS})
+    enc_client.post("/rerank", json={"query": QUERY, "texts": 7})
+    after = enc_client.get("/metrics").text
 
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
@@ -326,15 +289,15 @@ def test_metrics_count_requests_pairs_tokens_and_batches(client):
     assert "autorerank_queue_pairs" in after and "autorerank_requests_in_flight" in after
 
 
-def test_one_json_log_line_per_request_and_never_the_key(client, server):
+def test_one_json_log_line_per_request_and_never_the_key(enc_client, enc_server):
     marker = f"/rerank-{time.monotonic_ns()}"  # a path of its own (404), to find this request's line
-    client.post(marker, json={})
-    client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS[:2]})
+    enc_client.post(marker, json={})
+    enc_client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS[:2]})
     time.sleep(0.2)
-    records = server.access_records()
+    records = enc_server.access_records()
     mine = [record for record in records if record["route"] == marker]
     assert len(mine) == 1 and mine[0]["status"] == 404
     scored = [record for record in records if record["route"] == "/rerank" and record["documents"] == 2]
     assert scored and set(scored[-1]) >= {"route", "status", "documents", "tokens", "latency_ms"}
     assert scored[-1]["tokens"] > 0
-    assert all(KEY not in line for line in server.lines)
+    assert all(KEY not in line for line in enc_server.lines)

@@ -1,10 +1,12 @@
 """Limits and failures of a real server process: the API key, request sizes, a full queue, clients that leave,
 a model that raises, SIGTERM with a request in flight, and requests batched while the model is busy.
 
-The server here serves the encoder fixture through a stand-in for a slow or broken model: its
-``compute_layer_scores`` sleeps when a pair's passage is ``SLOW`` and raises when it is ``BROKEN`` (the way a
-model fails: out of memory, a driver error), and otherwise is the reranker's own. Everything else is the real
-server, started with :func:`autorerank.server.serve`.
+The server here serves the encoder fixture through a stand-in for a slow or broken model: its ``iter_scores``
+sleeps on a chunk where a pair's passage is ``SLOW`` and raises on one where it is ``BROKEN`` (the way a model
+fails: out of memory, a driver error), and otherwise is the reranker's own. It scores one chunk at a time, without
+the library's read-ahead, so that what arrives while the model is busy stays in the queue, where these tests look
+for it (test_server_batcher.py covers read-ahead). Everything else is the real server, started with
+:func:`autorerank.server.serve`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 
 import pytest
 from conftest import cached_reranker
-from test_server_process import ENC, ServerProcess, metric, wait_for
+from server_support import ENC, ServerProcess, metric, wait_for
 
 httpx = pytest.importorskip("httpx")
 
@@ -35,17 +37,18 @@ from autorerank.server import ServerSettings, serve
 
 model, key, slow, broken, seconds = sys.argv[1:6]
 reranker = AutoReranker.from_finetuned(model, devices="cpu")
-scores = reranker.compute_layer_scores
+stream = reranker.iter_scores
 
-def compute_layer_scores(pairs, **options):
-    passages = {passage for _, passage in pairs}
-    if broken in passages:
-        raise RuntimeError("the model broke")
-    if slow in passages:
-        time.sleep(float(seconds))
-    return scores(pairs, **options)
+def iter_scores(chunks, **options):
+    for chunk in chunks:
+        passages = {passage for _, passage in chunk}
+        if broken in passages:
+            raise RuntimeError("the model broke")
+        if slow in passages:
+            time.sleep(float(seconds))
+        yield from stream([chunk], **options)
 
-reranker.compute_layer_scores = compute_layer_scores
+reranker.iter_scores = iter_scores
 serve(reranker, ServerSettings(port=0, api_key=key or None, max_documents=8, max_body_bytes=4000, max_queued_pairs=8))
 """
 

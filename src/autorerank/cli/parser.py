@@ -29,6 +29,17 @@ def run_tag(text: str) -> str:
     return text
 
 
+def resource_count(text: str) -> float:
+    """argparse type: how many CPUs or GPUs Ray reserves, 0 or more (a fraction shares one between actors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a count of 0 or more")
+    return value
+
+
 def layer_list(text: str) -> list[int]:
     """argparse type ``"layers"`` of the option table: ``4`` or ``4,5`` (a flag given twice adds to the list)."""
     try:
@@ -216,6 +227,37 @@ def _add_score(commands: argparse._SubParsersAction[_Parser]) -> None:
     score.add_argument("--overwrite", action="store_true", help="start the output afresh instead of resuming")
     _add_progress(
         score, "pairs sent to the model per call; each chunk is written to the output before the next"
+    )
+    _add_ray(score)
+
+
+def _add_ray(score: argparse.ArgumentParser) -> None:
+    ray = score.add_argument_group(
+        "scoring on Ray (pip install 'autorerank[ray]')",
+        "With --ray, Ray Data reads the input (Parquet or JSONL: a file or a folder of them) and writes the "
+        "output folder (Parquet when its name ends in .parquet, else JSONL): every input column and a 'score' "
+        "column, one model per actor. The output is not resumed: --overwrite replaces it.",
+    )
+    ray.add_argument("--ray", action="store_true", help="score on Ray instead of in this process")
+    ray.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster to join: auto (the one running on this machine) or an address "
+        "(default: RAY_ADDRESS, else the one on this machine, else a local Ray started for this command)",
+    )
+    ray.add_argument("--actors", type=positive_int, metavar="N", help="actors, each with a model (default 1)")
+    ray.add_argument(
+        "--cpus-per-actor",
+        type=resource_count,
+        metavar="C",
+        help="CPUs Ray reserves for each actor, and the threads it scores with (default 1); "
+        "leave one for reading and writing",
+    )
+    ray.add_argument(
+        "--gpus-per-actor",
+        type=resource_count,
+        metavar="G",
+        help="GPUs Ray reserves for each actor (default 0: it scores on the CPU)",
     )
 
 

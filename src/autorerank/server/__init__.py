@@ -4,7 +4,8 @@
 
     request ── key, body size, JSON ── dialect (dialects.py): Cohere v1/v2 and Jina, TEI, vLLM ── fields checked
         └─ thread: token counts, truncation rule (tokens.py) ── bounded queue (batcher.py; full: 429)
-    model worker thread: takes waiting requests up to a token budget, one reranker.compute_layer_scores call
+    model worker thread: one reranker.iter_scores stream; each chunk is the requests waiting, up to a token
+        budget, taken and tokenized while the model scores the chunk before
         └─ scores back to each request ── dialect renders them ── one JSON log line, metrics (metrics.py)
 
 ``create_app(reranker, settings)`` builds the ASGI application (Starlette); ``serve(reranker, settings)`` runs it on

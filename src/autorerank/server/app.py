@@ -70,7 +70,7 @@ class Service:
         self.metrics = Metrics()
         self.counter = TokenCounter(reranker)
         self.batcher = Batcher(
-            reranker.compute_layer_scores,
+            reranker.iter_scores,
             max_queued_pairs=settings.max_queued_pairs,
             batch_tokens=settings.batch_tokens or call_tokens(reranker),
             metrics=self.metrics,

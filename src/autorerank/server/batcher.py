@@ -2,13 +2,22 @@
 
 The library is not safe for concurrent callers on one device, and it is fastest when it gets many pairs at once
 (it removes repeats, sorts by length and fills forward passes up to a token budget). So every request goes into
-one bounded queue, and one thread, the only caller of the model, takes as many waiting requests as fit
-``batch_tokens`` and scores all their pairs in one call of ``reranker.compute_layer_scores``: 32 clients sending 5
-documents each become a few full forward passes, not 32 small ones. A request whose client has gone is dropped
-before that call; a full queue refuses new requests (429) rather than growing; an exception from the model fails
-the requests of that call (500) and the worker goes on with the next.
+one bounded queue, and one thread, the only caller of the model, feeds it to the library's streaming scorer
+(``reranker.iter_scores``) as chunks: each chunk is the requests waiting at the time, up to ``batch_tokens``, so
+32 clients sending 5 documents each become a few full forward passes, not 32 small ones.
 
-Results go back to the event loop with ``call_soon_threadsafe``; nothing here blocks it.
+The scorer reads chunk N+1 off this queue and tokenizes it on its helper thread while the model scores chunk N.
+When to take chunk N+1 is the one decision here: taken at once, it holds only the requests that came in while
+chunk N-1 was scored, and the clients chunk N-1 answered would wait for N+2; taken when the model is idle, its
+tokenizing would not overlap. So it is taken when the model is :data:`TAKE_AT` of the way through chunk N (by
+the recent speed), or at once when ``batch_tokens`` are waiting; if nothing is waiting then, it is taken when the
+model is done with N (a chunk of one early arrival would leave the others for N+2).
+
+A request whose client has gone is dropped when its chunk is taken (a chunk read ahead is scored whole, and the
+answers of clients that left meanwhile go nowhere); a full queue refuses new requests (429) rather than growing;
+an exception from the model fails the requests of the chunk it was scoring (500), the chunk read ahead goes back
+to the head of the queue, and the worker goes on. Results go back to the event loop with
+``call_soon_threadsafe``, one wake-up per chunk; nothing here blocks it.
 """
 
 from __future__ import annotations
@@ -19,20 +28,31 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .errors import ApiError, NotServing, Overloaded, as_api_error
 from .metrics import Metrics
 from .tokens import Prepared
 
-__all__ = ["Batcher", "Job"]
+__all__ = ["GIVE_UP", "TAKE_AT", "Batcher", "Job"]
 
 logger = logging.getLogger(__name__)
 
-# reranker.compute_layer_scores: pairs and per-call options -> one list of scores per layer.
-ScoreFunction = Callable[..., list[list[float]]]
+# reranker.iter_scores: chunks of pairs and per-call options -> each chunk's (scores_per_pair, len(chunk)) array.
+ScoreStream = Callable[..., Iterator[np.ndarray]]
+Options = tuple[tuple[str, Any], ...]  # a request's per-call library options (Prepared.options)
+
+# The share of the model's expected time on a chunk after which the next chunk is taken off the queue: late
+# enough that the clients answered by the chunk before have sent their next requests, early enough to tokenize
+# the chunk before the model is free.
+TAKE_AT = 0.5
+# Waiting for the model to finish a chunk gives up after this many times its expected time (it may have failed: the
+# scorer then waits for the chunk being read ahead before it reports the error).
+GIVE_UP = 2.0
 
 
 @dataclass(eq=False)
@@ -51,38 +71,52 @@ class Job:
     def pairs(self) -> int:
         return len(self.prepared.queries)
 
-    def settle(self, result: list[float] | ApiError) -> None:
-        """Hand the result (scores, or the error to answer with) to the request's event loop."""
+
+def settle(results: list[tuple[Job, list[float] | ApiError]]) -> None:
+    """Hand each job its result, with one wake-up of each event loop involved (not one per job)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[float]], Any]]] = {}
+    for job, result in results:
+        by_loop.setdefault(job.loop, []).append((job.future, result))
+    for loop, answers in by_loop.items():
         try:
-            self.loop.call_soon_threadsafe(_set, self.future, result)
-        except RuntimeError:  # the loop has closed: the server is gone, and so is the client
+            loop.call_soon_threadsafe(_set_all, answers)
+        except RuntimeError:  # the loop has closed: the server is gone, and so are the clients
             pass
 
 
-def _set(future: asyncio.Future[list[float]], result: list[float] | ApiError) -> None:
-    if future.done():  # cancelled: the client went away while its batch was scored
-        return
-    if isinstance(result, ApiError):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _set_all(answers: list[tuple[asyncio.Future[list[float]], list[float] | ApiError]]) -> None:
+    for future, result in answers:
+        if future.done():  # cancelled: the client went away while its chunk was scored
+            continue
+        if isinstance(result, ApiError):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class Batcher:
     """A bounded queue of :class:`Job` and the thread that scores it; ``start`` it, ``submit`` jobs, ``stop`` it."""
 
     def __init__(
-        self, score: ScoreFunction, *, max_queued_pairs: int, batch_tokens: int, metrics: Metrics
+        self, stream: ScoreStream, *, max_queued_pairs: int, batch_tokens: int, metrics: Metrics
     ) -> None:
-        self._score = score
+        self._stream = stream
         self._max_queued_pairs = max_queued_pairs
         self.batch_tokens = batch_tokens
         self._metrics = metrics
         self._queue: deque[Job] = deque()
         self._queued_pairs = 0
-        self._ready = threading.Condition()
+        self._queued_tokens = 0
+        self._ready = threading.Condition()  # guards everything below; notified on every change a wait reads
         self._stopping = False
-        self._pairs_per_second = 0.0  # recent model speed, for Retry-After
+        self._seconds_per_token = 0.0  # the model's recent speed: when to take the next chunk, Retry-After
+        # The open stream (0: none; a stream the worker is done with takes nothing more), its chunks taken and
+        # answered, when the model started on the latest chunk (when the stream asked for the one after it)
+        # and that chunk's tokens.
+        self._streams = self._open = 0
+        self._taken = self._answered = 0
+        self._started = 0.0
+        self._started_tokens = 0
         self.served = 0  # requests scored
         self._thread = threading.Thread(target=self._run, name="autorerank-model", daemon=True)
 
@@ -97,7 +131,7 @@ class Batcher:
         """Score what is queued, then end the worker; returns when it has ended."""
         with self._ready:
             self._stopping = True
-            self._ready.notify()
+            self._ready.notify_all()
         if self._thread.is_alive():
             self._thread.join()
 
@@ -110,81 +144,159 @@ class Batcher:
             if not self.alive:
                 raise NotServing("the server is shutting down: send the request to another replica or retry")
             if self._queue and self._queued_pairs + job.pairs > self._max_queued_pairs:
-                wait = self._seconds_to_drain()
+                wait = max(1, math.ceil(self._queued_tokens * self._seconds_per_token))
                 raise Overloaded(
                     f"the queue is full ({self._queued_pairs} pairs waiting, at most {self._max_queued_pairs}): "
                     f"retry in {wait} s",
                     headers={"Retry-After": str(wait)},
                 )
             self._queue.append(job)
-            self._queued_pairs += job.pairs
-            self._show_queue()
-            self._ready.notify()
+            self._count(job, +1)
+            self._ready.notify_all()
 
-    def _seconds_to_drain(self) -> int:
-        if self._pairs_per_second <= 0:
-            return 1
-        return max(1, math.ceil(self._queued_pairs / self._pairs_per_second))
-
-    def _show_queue(self) -> None:
+    def _count(self, job: Job, sign: int) -> None:
+        self._queued_pairs += sign * job.pairs
+        self._queued_tokens += sign * job.prepared.tokens
         self._metrics.queue_pairs.set(self._queued_pairs)
         self._metrics.queue_requests.set(len(self._queue))
 
     # ----------------------------------------------------------------- the worker thread
     def _run(self) -> None:
-        while (jobs := self._take()) is not None:
-            self._process(jobs)
+        while (options := self._next_options()) is not None:
+            self._score_stream(options)
 
-    def _take(self) -> list[Job] | None:
-        """The next jobs that fit the token budget (at least one); None once stopping with nothing queued."""
+    def _next_options(self) -> Options | None:
+        """The options of the first queued job, once there is one; None once stopping with nothing queued."""
         with self._ready:
             while not self._queue and not self._stopping:
                 self._ready.wait()
-            if not self._queue:
-                return None
-            jobs, tokens = [self._queue.popleft()], 0
-            tokens = jobs[0].prepared.tokens
-            while self._queue and tokens + self._queue[0].prepared.tokens <= self.batch_tokens:
-                jobs.append(self._queue.popleft())
-                tokens += jobs[-1].prepared.tokens
-            self._queued_pairs -= sum(job.pairs for job in jobs)
-            self._show_queue()
-        return jobs
+            return self._queue[0].prepared.options if self._queue else None
 
-    def _process(self, jobs: list[Job]) -> None:
-        live = [job for job in jobs if not job.gone]
-        if len(live) < len(jobs):
-            self._metrics.dropped.inc(len(jobs) - len(live))
-        groups: dict[tuple[tuple[str, Any], ...], list[Job]] = {}
-        for job in live:
-            groups.setdefault(job.prepared.options, []).append(job)
-        for options, group in groups.items():
-            self._score_group(group, dict(options))
-
-    def _score_group(self, group: list[Job], options: dict[str, Any]) -> None:
-        pairs = [pair for job in group for pair in zip(job.prepared.queries, job.prepared.passages)]
-        started = time.perf_counter()
+    def _score_stream(self, options: Options) -> None:
+        """Score chunks of jobs with ``options`` until the queue has none (or its head wants other options)."""
+        chunks: deque[list[Job]] = deque()  # jobs of the chunks taken and not answered yet, in order
+        with self._ready:
+            self._streams += 1
+            self._open = stream = self._streams
+            self._taken = self._answered = 0
+        scores = self._stream(self._chunks(stream, options, chunks), normalize=False, **dict(options))
         try:
-            layers = self._score(pairs, normalize=False, show_progress=False, **options)
-        except Exception as error:  # the worker must outlive a failing batch; its requests get the error
-            logger.exception("the model failed on a batch of %d requests (%d pairs)", len(group), len(pairs))
+            for layers in scores:  # (1, pairs of the chunk): the server gives one score per pair
+                self._answer(chunks.popleft(), layers[0])
+        except Exception as error:  # the worker must outlive a failing chunk; its requests get the error
+            self._close(scores)
+            failed = self._failed(chunks, options)
+            logger.exception(
+                "the model failed on a chunk of %d requests (%d pairs)",
+                len(failed),
+                sum(job.pairs for job in failed),
+            )
             self._metrics.model_errors.inc()
             answer = as_api_error(error)
-            for job in group:
-                job.settle(answer)
-            return
-        elapsed = time.perf_counter() - started
-        if elapsed > 0:
-            rate = len(pairs) / elapsed
-            self._pairs_per_second = (
-                rate if not self._pairs_per_second else 0.8 * self._pairs_per_second + 0.2 * rate
-            )
-        self._metrics.batch_pairs.observe(len(pairs))
-        self._metrics.batch_requests.observe(len(group))
-        self.served += len(group)
-        self._metrics.pairs.inc(len(pairs))
-        self._metrics.tokens.inc(sum(job.prepared.tokens for job in group))
-        scores, start = layers[0], 0
-        for job in group:
-            job.settle(scores[start : start + job.pairs])
+            settle([(job, answer) for job in failed])
+        finally:
+            self._close(scores)
+
+    def _close(self, scores: Iterator[np.ndarray]) -> None:
+        """End the stream: its source takes nothing more, and once this returns it is not read again."""
+        with self._ready:
+            self._open = 0
+            self._ready.notify_all()
+        close = getattr(scores, "close", None)
+        if close is not None:
+            close()
+
+    def _failed(self, chunks: deque[list[Job]], options: Options) -> list[Job]:
+        """The jobs of the chunk an error came from; the chunks read ahead of it go back to the queue's head."""
+        with self._ready:
+            # No chunk taken: the stream failed on the options, so the jobs that carry them get the error.
+            failed = chunks.popleft() if chunks else self._take(options)
+            for jobs in reversed(chunks):
+                for job in reversed(jobs):
+                    self._queue.appendleft(job)
+                    self._count(job, +1)
+        return failed
+
+    def _chunks(
+        self, stream: int, options: Options, chunks: deque[list[Job]]
+    ) -> Iterator[list[tuple[str, str]]]:
+        """The stream's chunks of pairs, taken off the queue; runs on the scorer's helper thread."""
+        while jobs := self._next_chunk(stream, options, chunks):
+            yield [pair for job in jobs for pair in zip(job.prepared.queries, job.prepared.passages)]
+
+    def _next_chunk(self, stream: int, options: Options, chunks: deque[list[Job]]) -> list[Job]:
+        """Wait (bounded) while the model is busy with the last chunk and the queue fills, then take a chunk."""
+        with self._ready:
+            if self._open != stream:
+                return []
+            self._started = time.perf_counter()  # the model starts on the last chunk taken, if any, now
+            if self._taken:
+                expected = self._started_tokens * self._seconds_per_token
+                self._wait_while_busy(stream, self._started + TAKE_AT * expected)
+                if not self._queue:  # nobody came back yet: take what is there when the model is done
+                    self._wait_while_busy(stream, self._started + GIVE_UP * expected)
+            if self._open != stream:
+                return []
+            jobs = self._take(options)
+            if jobs:
+                self._taken += 1
+                self._started_tokens = sum(job.prepared.tokens for job in jobs)
+                chunks.append(jobs)
+            return jobs
+
+    def _wait_while_busy(self, stream: int, until: float) -> None:
+        """Wait until ``until`` while the model scores the stream's last chunk and no full chunk is queued."""
+        while (
+            self._open == stream
+            and not self._stopping
+            and self._answered < self._taken
+            and self._queued_tokens < self.batch_tokens
+            and (left := until - time.perf_counter()) > 0
+        ):
+            self._ready.wait(left)
+
+    def _take(self, options: Options) -> list[Job]:
+        """Jobs with ``options`` off the queue's head, up to ``batch_tokens`` (at least one); gone ones dropped."""
+        jobs: list[Job] = []
+        tokens = dropped = 0
+        while self._queue:
+            job = self._queue[0]
+            if not job.gone and (
+                job.prepared.options != options or (jobs and tokens + job.prepared.tokens > self.batch_tokens)
+            ):
+                break
+            self._queue.popleft()
+            self._count(job, -1)
+            if job.gone:
+                dropped += 1
+            else:
+                jobs.append(job)
+                tokens += job.prepared.tokens
+        if dropped:
+            self._metrics.dropped.inc(dropped)
+        return jobs
+
+    def _answer(self, jobs: list[Job], raw: np.ndarray) -> None:
+        """Settle a scored chunk's jobs, and note the model's speed on it."""
+        tokens = sum(job.prepared.tokens for job in jobs)
+        with self._ready:
+            self._answered += 1
+            elapsed = time.perf_counter() - self._started
+            if elapsed > 0 and tokens:
+                speed = elapsed / tokens
+                self._seconds_per_token = (
+                    0.8 * self._seconds_per_token + 0.2 * speed if self._seconds_per_token else speed
+                )
+            self._ready.notify_all()
+        scores: list[float] = raw.tolist()
+        results: list[tuple[Job, list[float] | ApiError]] = []
+        start = 0
+        for job in jobs:
+            results.append((job, scores[start : start + job.pairs]))
             start += job.pairs
+        settle(results)
+        self.served += len(jobs)
+        self._metrics.batch_pairs.observe(len(scores))
+        self._metrics.batch_requests.observe(len(jobs))
+        self._metrics.pairs.inc(len(scores))
+        self._metrics.tokens.inc(tokens)

@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-tokens",
         type=positive_int_text,
         default=None,
-        help="most tokens the model worker takes from the queue for one library call, which splits them into "
+        help="most tokens the model worker takes from the queue for one chunk, which the library scores in "
         f"forward passes under --max-batch-tokens (default: {PASSES_PER_CALL} such passes: 131072 tokens on a GPU)",
     )
     add_model_flags(parser)

@@ -1,16 +1,17 @@
 """What the server answers when it does not answer 200, in one table.
 
-Every refusal is an :class:`ApiError`; its class decides the HTTP status through :data:`STATUS`, its message
-says what was wrong (the field, the index, the limit) and how to fix it::
+Every refusal is an :class:`ApiError`; its class decides the HTTP status and the error type the dialects report
+(each class declares both, :data:`STATUS` collects them), its message says what was wrong (the field, the index,
+the limit) and how to fix it::
 
-    ApiError
-    ├── MalformedRequest   400  the body is not JSON
-    ├── Unauthorized       401  no bearer key, or the wrong one
-    ├── PayloadTooLarge    413  too many documents, too many bytes, or a text too long with truncation off
-    ├── InvalidField       422  a field missing or of the wrong type or value (the message names it)
-    ├── Overloaded         429  the queue is full; ``Retry-After`` says when to come back
-    ├── ModelFailed        500  the model raised while scoring this request's batch
-    └── NotServing         503  the model worker has stopped
+    ApiError                    status  error type
+    ├── MalformedRequest        400     BadRequest       the body is not JSON
+    ├── Unauthorized            401     Unauthorized     no bearer key, or the wrong one
+    ├── PayloadTooLarge         413     PayloadTooLarge  too many documents or bytes, or a text too long to keep whole
+    ├── InvalidField            422     Validation       a field missing or of the wrong type or value (named)
+    ├── Overloaded              429     Overloaded       the queue is full; ``Retry-After`` says when to come back
+    ├── ModelFailed             500     Backend          the model raised while scoring this request's batch
+    └── NotServing              503     Unavailable      the model worker has stopped
 
 Library errors raised while scoring map through :func:`as_api_error`: bad input or options are the request's
 fault (422), anything else is the model's (500).
@@ -39,6 +40,7 @@ __all__ = [
 class ApiError(Exception):
     """A request the server refuses; ``field`` names the offending request field when there is one."""
 
+    status = 500  # the HTTP status
     error_type = "Error"  # the kind of error, as TEI's ``error_type`` and vLLM's ``type`` report it
 
     def __init__(self, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None):
@@ -47,48 +49,47 @@ class ApiError(Exception):
         self.field = field
         self.headers = dict(headers or {})
 
-    @property
-    def status(self) -> int:
-        return next(STATUS[cls] for cls in type(self).__mro__ if cls in STATUS)
-
 
 class MalformedRequest(ApiError):
-    error_type = "BadRequest"
+    status, error_type = 400, "BadRequest"
 
 
 class Unauthorized(ApiError):
-    error_type = "Unauthorized"
+    status, error_type = 401, "Unauthorized"
 
 
 class PayloadTooLarge(ApiError):
-    error_type = "PayloadTooLarge"
+    status, error_type = 413, "PayloadTooLarge"
 
 
 class InvalidField(ApiError):
-    error_type = "Validation"
+    status, error_type = 422, "Validation"
 
 
 class Overloaded(ApiError):
-    error_type = "Overloaded"
+    status, error_type = 429, "Overloaded"
 
 
 class ModelFailed(ApiError):
-    error_type = "Backend"
+    status, error_type = 500, "Backend"
 
 
 class NotServing(ApiError):
-    error_type = "Unavailable"
+    status, error_type = 503, "Unavailable"
 
 
 STATUS: Mapping[type[ApiError], int] = {
-    MalformedRequest: 400,
-    Unauthorized: 401,
-    PayloadTooLarge: 413,
-    InvalidField: 422,
-    Overloaded: 429,
-    ModelFailed: 500,
-    NotServing: 503,
-    ApiError: 500,
+    error: error.status
+    for error in (
+        MalformedRequest,
+        Unauthorized,
+        PayloadTooLarge,
+        InvalidField,
+        Overloaded,
+        ModelFailed,
+        NotServing,
+        ApiError,
+    )
 }
 
 

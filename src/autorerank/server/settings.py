@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["PASSES_PER_CALL", "ServerSettings"]
 
-# Forward passes' worth of tokens the model worker takes off the queue per call unless batch_tokens says.
+# Forward passes' worth of tokens the model worker takes off the queue per chunk unless batch_tokens says.
 PASSES_PER_CALL = 8
 
 
@@ -17,9 +17,9 @@ class ServerSettings:
     The limits keep one client from taking the server down: ``max_documents`` and ``max_body_bytes`` bound one
     request (413 past them), ``max_queued_pairs`` bounds the pairs waiting for the model (429 with ``Retry-After``
     past it, instead of a queue that grows until memory runs out). ``batch_tokens`` is how many tokens the model
-    worker takes off the queue for one call of the library, which splits them into forward passes under the
-    model's own ``max_batch_tokens``; None: :data:`PASSES_PER_CALL` such passes (131072 tokens on a GPU), so that
-    32 clients' requests share a call, length-sorted, instead of queueing behind each other in small ones.
+    worker takes off the queue for one chunk, which the library splits into forward passes under the model's own
+    ``max_batch_tokens``; None: :data:`PASSES_PER_CALL` such passes (131072 tokens on a GPU), so that 32 clients'
+    requests share a chunk, length-sorted, instead of queueing behind each other in small ones.
     """
 
     host: str = "127.0.0.1"
