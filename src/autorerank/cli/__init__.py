@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from ..errors import AutoRerankError, WorkerError
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return int(exit_request.code or 0)
     out = stdout if stdout is not None else sys.stdout
     with warnings.catch_warnings():  # restores the caller's warning display when the command ends
-        warnings.showwarning = _show_warning
+        warnings.showwarning = warning_printer("autorerank")
         return _run(args, out)
 
 
@@ -67,15 +67,20 @@ _AFTER_INTERRUPT = {
 }
 
 
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    print(f"autorerank: warning: {message}", file=sys.stderr)
+def warning_printer(program: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints one plain line per warning, like the command's other messages."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        print(f"{program}: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 def _fail(code: int, message: str) -> int:

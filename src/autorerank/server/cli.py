@@ -13,8 +13,9 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
+from ..cli import warning_printer
 from ..cli.commands import load_model
 from ..cli.parser import add_model_flags
 from ..default_model import DEFAULT_MODEL as EMBEDDED_MODEL
@@ -110,7 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
             f"autorerank serve: no MODEL given: serving the embedded default model {model}", file=sys.stderr
         )
     with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+        warnings.showwarning = warning_printer("autorerank serve")
         try:
             settings = _settings(args, model)
             _check_extra()
@@ -172,13 +173,3 @@ def _fail(message: str) -> int:
     print(f"autorerank serve: error: {message}", file=sys.stderr)
     return 2
 
-
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    print(f"autorerank serve: warning: {message}", file=sys.stderr)
