@@ -24,7 +24,9 @@ The model is built from a config with seeded random weights (speed does not depe
 ``enc-bert`` fixture's WordPiece tokenizer: ``--shape minilm`` (6 layers, 384 wide: cross-encoder/ms-marco-MiniLM
 size) or ``base`` (12 layers, 768 wide: bge-reranker-base size); or pass ``--model PATH``. Clients can run in
 several processes (``--client-processes``) so that the load generator is not what is measured; on a 2-core machine
-client and server share the cores, which this benchmark then also measures.
+client and server share the cores, which this benchmark then also measures, unless ``--model-cpus`` gives the
+model its own cores: the in-process runs and the server process are then pinned to those CPUs and the clients to
+the others (a CPU server whose clients live on other machines), so both sides of the ratio get the same cores.
 """
 
 from __future__ import annotations
@@ -142,10 +144,27 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class Server:
-    """``python -m autorerank.server`` on a free port; ``url`` once ready."""
+def parse_cpus(text: str | None) -> set[int] | None:
+    """``"0"``, ``"0,1"`` or ``"0-3"`` as a set of CPU numbers (None: no pinning)."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
 
-    def __init__(self, model: str, flags: list[str]) -> None:
+
+def pin(cpus: set[int] | None) -> None:
+    """Keep this process (and the threads and processes it starts from now on) on ``cpus``; None: leave it."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+class Server:
+    """``python -m autorerank.server`` on a free port (on ``cpus`` when given); ``url`` once ready."""
+
+    def __init__(self, model: str, flags: list[str], cpus: set[int] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "autorerank.server", model, "--port", "0", *flags],
             stderr=subprocess.PIPE,
@@ -158,6 +177,8 @@ class Server:
                 ),
             },
         )
+        if cpus:  # before the interpreter has started torch's threads, which inherit it
+            os.sched_setaffinity(self.process.pid, cpus)
         self.url = ""
         ready = threading.Event()
 
@@ -311,14 +332,24 @@ def main() -> None:
     )
     parser.add_argument("--latency-requests", type=int, default=200)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--model-cpus",
+        help="CPUs for the model (in-process runs and the server), e.g. 0 or 0-3; the clients get the others",
+    )
     args = parser.parse_args()
+    model_cpus = parse_cpus(args.model_cpus)
+    client_cpus = (os.sched_getaffinity(0) - model_cpus) if model_cpus else None
+    if model_cpus is not None and not client_cpus:
+        raise SystemExit("--model-cpus must leave at least one CPU for the clients")
 
+    pin(model_cpus)  # before torch starts its threads: the in-process runs get the model's cores
     with tempfile.TemporaryDirectory() as folder:
         model = args.model or build_model(args.shape, Path(folder), args.tokenizer_from)
         requests = make_requests(args.requests, args.documents, seed=7)
         kwargs, flags = model_options(args)
         baseline, raw = in_process(model, requests, kwargs)
-        server = Server(model, flags)
+        pin(client_cpus)  # the client processes inherit it
+        server = Server(model, flags, model_cpus)
         try:
             closed_loop(server, requests[: max(8, len(requests) // 10)], 8, 1)  # warm up the server
             runs, difference = {}, 0.0
@@ -336,6 +367,7 @@ def main() -> None:
     setup = (
         f"model: {name}; device {args.device}{', bf16' if args.bf16 else ''}; {int(baseline['pairs'])} pairs in "
         f"{args.requests} requests of {args.documents} documents; {args.client_processes} client process(es)"
+        + (f"; model on CPUs {args.model_cpus}, clients on {sorted(client_cpus or ())}" if model_cpus else "")
     )
     print(setup)
     print("| run | pairs/s | share of in-process | requests per model call |")

@@ -44,7 +44,9 @@ def golden_cases(fixtures: Path) -> list[dict[str, Any]]:
     for record in public["records"]:
         if record["error"] is not None or record["case_id"] in REFERENCE_BUGS:
             continue
-        init = {k: v for k, v in record["init_kwargs"].items() if k not in ("devices", "use_fp16", "use_bf16")}
+        init = {
+            k: v for k, v in record["init_kwargs"].items() if k not in ("devices", "use_fp16", "use_bf16")
+        }
         pairs = record["pairs"] if record["input_mode"] == "list" else [record["pairs"][0]]
         cases.append({
             "case": record["case_id"], "fixture": record["fixture"].rstrip("/"), "loader": record["loader"],
@@ -67,7 +69,12 @@ def score(case: dict[str, Any], fixtures: Path, device: str, precision: str) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reranker = AutoReranker.from_finetuned(
-            str(fixtures / case["fixture"]), model_class, devices=device, show_progress=False, **flags, **case["init"]
+            str(fixtures / case["fixture"]),
+            model_class,
+            devices=device,
+            show_progress=False,
+            **flags,
+            **case["init"],
         )
     scores = reranker.compute_score([tuple(pair) for pair in case["pairs"]], **case["call"])
     flat = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -82,7 +89,9 @@ def check(case: dict[str, Any], fixtures: Path, device: str) -> dict[str, Any]:
     row["fp32_ok"] = row["fp32_max_diff"] <= case["tolerance"]
     for precision in ("fp16", "bf16"):
         low = score(case, fixtures, device, precision)
-        row[f"{precision}_max_diff"] = float(np.max(np.abs(np.asarray(low) - np.asarray(fp32)))) if low else 0.0
+        row[f"{precision}_max_diff"] = (
+            float(np.max(np.abs(np.asarray(low) - np.asarray(fp32)))) if low else 0.0
+        )
         row[f"{precision}_spearman"] = round(spearman(low, fp32), 4)
     return row
 

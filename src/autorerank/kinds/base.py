@@ -32,10 +32,20 @@ import torch
 
 from ..batching import Batch, Features
 from ..errors import InvalidOptionError
+from ..models.shared_prefix import SharedPrefixDecoder
 from ..options import Options, query_limit
 from ..tokenization import TextTokenizer
 
-__all__ = ["InputSize", "Kind", "ModelSource", "Plan", "ScoreModule", "check_positions", "position_limit"]
+__all__ = [
+    "CausalScoreModule",
+    "InputSize",
+    "Kind",
+    "ModelSource",
+    "Plan",
+    "ScoreModule",
+    "check_positions",
+    "position_limit",
+]
 
 # model_types whose absolute position ids start after the padding index (transformers'
 # create_position_ids_from_input_ids): the first pad_token_id + 1 rows of their position table hold no text.
@@ -156,6 +166,20 @@ class ScoreModule(torch.nn.Module):
         self.config: Any = model.config
         self.input_names = input_names
         self.padding_side = padding_side
+
+
+class CausalScoreModule(ScoreModule):
+    """A causal LM read at the last position of a left-padded batch. Run by the torch runtime
+    (``shared_starts=True``), the start that a batch's rows share (system prompt, instruction, query) goes
+    through the model once and is kept for later batches (:mod:`..models.shared_prefix`); exported for another
+    runtime, it is the plain forward."""
+
+    def __init__(self, model: torch.nn.Module, *, shared_starts: bool) -> None:
+        super().__init__(model, ("input_ids", "attention_mask"), padding_side="left")
+        self.decoder = SharedPrefixDecoder(model, enabled=shared_starts)
+
+    def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.decoder.last_hidden(input_ids, attention_mask)  # (B, H)
 
 
 class Kind(ABC):

@@ -12,7 +12,7 @@ from ..compat import dtype_kwargs
 from ..loading import load_pretrained
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
-from .base import ModelSource, Plan, ScoreModule
+from .base import CausalScoreModule, ModelSource, Plan, ScoreModule
 from .prompts import LLM_INSTRUCTIONS, PromptKind, PromptTokens
 
 __all__ = ["BASE_PROMPT", "LLMKind", "LLMReranker", "answer_logit"]
@@ -53,22 +53,21 @@ class LLMKind(PromptKind):
         return model(batch.input_ids, batch.attention_mask)[None]  # (1, B)
 
     def torch_module(self, model: torch.nn.Module, prepared: PromptTokens) -> torch.nn.Module:
-        return AnswerLogit(model, prepared.answer_id)
+        return AnswerLogit(model, prepared.answer_id, shared_starts=True)
 
     def export_module(self, model: torch.nn.Module, prepared: PromptTokens) -> ScoreModule:
-        return AnswerLogit(model, prepared.answer_id)
+        return AnswerLogit(model, prepared.answer_id, shared_starts=False)
 
 
-class AnswerLogit(ScoreModule):
+class AnswerLogit(CausalScoreModule):
     """A causal LM cut down to one logit: the answer token's at the last position of a left-padded batch."""
 
-    def __init__(self, model: torch.nn.Module, answer_id: int) -> None:
-        super().__init__(model, ("input_ids", "attention_mask"), padding_side="left")
+    def __init__(self, model: torch.nn.Module, answer_id: int, *, shared_starts: bool) -> None:
+        super().__init__(model, shared_starts=shared_starts)
         self.answer_id = answer_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        return answer_logit(self.model, hidden.last_hidden_state[:, -1], self.answer_id)  # (B,)
+        return answer_logit(self.model, self.last_hidden(input_ids, attention_mask), self.answer_id)  # (B,)
 
 
 def answer_logit(model: Any, hidden: torch.Tensor, token_id: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from ..options import PROMPT, Options
 from ..registry import RerankerKind, register_kind
 from ..reranker import Reranker
 from ..tokenization import TextTokenizer, first_cut
-from .base import Kind, ModelSource, Plan, ScoreModule
+from .base import CausalScoreModule, Kind, ModelSource, Plan, ScoreModule
 from .chat_templates import ChatLayout, CrossEncoderFolder, escape, folder_layouts, read_cross_encoder_folder
 
 __all__ = ["QWEN3_INSTRUCTION", "YesNoKind", "YesNoLogit", "YesNoReranker", "qwen3_layout"]
@@ -155,26 +155,25 @@ class YesNoKind(Kind):
         return model(batch.input_ids, batch.attention_mask)[None]  # (1, B)
 
     def torch_module(self, model: torch.nn.Module, prepared: ChatPrompt) -> torch.nn.Module:
-        return YesNoLogit(model, prepared.rows)
+        return YesNoLogit(model, prepared.rows, shared_starts=True)
 
     def export_module(self, model: torch.nn.Module, prepared: ChatPrompt) -> ScoreModule:
-        return YesNoLogit(model, prepared.rows)
+        return YesNoLogit(model, prepared.rows, shared_starts=False)
 
 
-class YesNoLogit(ScoreModule):
+class YesNoLogit(CausalScoreModule):
     """A chat reranker cut down to its score at the last position of a left-padded batch: ``logit(yes) -
     logit(no)`` from two rows of the language-model head (one row: that logit alone), or, with ``rows=None``, the
     one-label classification head. The head runs in float32 on the last hidden state only."""
 
-    def __init__(self, model: torch.nn.Module, rows: tuple[int, ...] | None) -> None:
-        super().__init__(model, ("input_ids", "attention_mask"), padding_side="left")
+    def __init__(self, model: torch.nn.Module, rows: tuple[int, ...] | None, *, shared_starts: bool) -> None:
+        super().__init__(model, shared_starts=shared_starts)
         self.rows = list(rows) if rows is not None else None
         if rows is None and not isinstance(getattr(model, "score", None), torch.nn.Linear):
             raise ModelLoadError(f"{type(model).__name__} has no one-label `score` head to read.")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        last = hidden.last_hidden_state[:, -1].float()  # (B, H)
+        last = self.last_hidden(input_ids, attention_mask).float()  # (B, H)
         if self.rows is None:
             head = self.model.score
             logit = last @ head.weight[0].float()  # (B,)
