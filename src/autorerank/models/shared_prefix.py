@@ -14,6 +14,7 @@ The kept starts (keys and values of every layer, for one row) live in a small le
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -66,6 +67,9 @@ class SharedPrefixDecoder:
     ) -> torch.Tensor | None:
         """The last hidden states through a kept start, or None where no start is worth it."""
         batch, width = input_ids.shape
+        window = getattr(self.model.config, "sliding_window", None)
+        if isinstance(window, int) and width >= window:  # a kept start would have to slide: not handled
+            return None
         lengths = attention_mask.sum(dim=1)  # (B,)
         shared = _common_start(input_ids, lengths)  # (P,) on the device; P < every row's length
         key = shared.cpu().numpy().tobytes()
@@ -105,7 +109,9 @@ class SharedPrefixDecoder:
         """Run ``shared`` (after the part ``kept`` already holds) and keep the keys and values of all of it; None
         where a layer kept fewer tokens (a sliding-window layer shorter than the start)."""
         have = 0 if kept is None else _length(kept)
-        cache = self._cache_of(kept, 1) if kept is not None else self._new_cache()
+        cache = self._new_cache()
+        for layer, (keys, values) in enumerate(kept or ()):
+            cache.update(keys, values, layer)
         positions = torch.arange(have, len(shared), device=shared.device)[None]
         self.model.get_decoder()(
             input_ids=shared[None, have:],
@@ -130,17 +136,54 @@ class SharedPrefixDecoder:
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        try:  # transformers 5: layer types (full or sliding attention) from the config
-            return DynamicCache(config=self.model.config)
-        except TypeError:  # transformers 4
-            return DynamicCache()
+        return _config_cache(DynamicCache, self.model.config)
 
     def _cache_of(self, kept: KeyValues, batch: int) -> Any:
-        """A fresh cache holding ``kept`` for each of ``batch`` rows (the forward appends to it)."""
-        cache = self._new_cache()
-        for layer, (keys, values) in enumerate(kept):
-            cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
+        """A cache that puts ``kept`` before each of ``batch`` rows' keys and values without storing theirs: as
+        in a forward without a cache, each layer's keys and values are freed once the layer is done."""
+        from transformers import DynamicCache
+
+        cache = _config_cache(_kept_start_class(), self.model.config)
+        cache.kept, cache.rows = kept, batch
+        for layer, (keys, values) in enumerate(
+            kept
+        ):  # stored once, one row: the length the masks are sized by
+            DynamicCache.update(cache, keys, values, layer)
         return cache
+
+
+@functools.cache
+def _kept_start_class() -> type:
+    """transformers' DynamicCache whose ``update`` returns the kept start and the new keys and values together
+    without storing the new ones (made on first use: transformers is imported only when needed)."""
+    from transformers import DynamicCache
+
+    class KeptStart(DynamicCache):
+        kept: KeyValues
+        rows: int
+
+        def update(
+            self,
+            key_states: torch.Tensor,
+            value_states: torch.Tensor,
+            layer_idx: int,
+            *args: Any,
+            **kwargs: Any,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            keys, values = self.kept[layer_idx]
+            return (
+                torch.cat([keys.expand(self.rows, -1, -1, -1), key_states], dim=-2),
+                torch.cat([values.expand(self.rows, -1, -1, -1), value_states], dim=-2),
+            )
+
+    return KeptStart
+
+
+def _config_cache(cache_class: Any, config: Any) -> Any:
+    try:  # transformers 5: layer types (full or sliding attention) from the config
+        return cache_class(config=config)
+    except TypeError:  # transformers 4
+        return cache_class()
 
 
 def _common_start(input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
