@@ -3,6 +3,8 @@ API fails here first."""
 
 from __future__ import annotations
 
+import inspect
+import os
 import subprocess
 import sys
 
@@ -126,3 +128,31 @@ def test_eager_attention_leaves_other_modules_alone() -> None:
     plain = torch.nn.Linear(2, 2)  # no config, no setter
     with compat.eager_attention(plain):
         pass
+
+
+def test_the_cache_helpers_round_trip_keys_and_values_through_the_installed_transformers() -> None:
+    from transformers import DynamicCache, Qwen3Config, Qwen3Model
+
+    config = Qwen3Config(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8,
+    )  # fmt: skip
+    model = Qwen3Model(config).eval()
+    cache = compat.new_dynamic_cache(DynamicCache, config)
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=True, **{compat.cache_argument(model): cache})
+    layers = compat.cache_key_values(cache)
+    assert len(layers) == 2 and all(k.shape == v.shape == (1, 1, 4, 8) for k, v in layers)
+    assert compat.cache_argument(model) in inspect.signature(model.forward).parameters
+
+
+def test_onednn_primitive_cache_is_bounded_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    compat.onednn_linear.cache_clear()
+    compat.onednn_linear()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == compat.ONEDNN_CACHE_CAPACITY
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
+    compat.onednn_linear.cache_clear()
+    compat.onednn_linear()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512"

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .backends.base import Runtime
 from .batching import Batch, Features, collate, default_batch_tokens, plan_batches
 from .errors import warn_caller
+from .heap import release_free_memory
 from .kinds.base import Kind, Plan
 from .options import AUTO, Options
 
@@ -137,6 +138,8 @@ class Engine:
             # Launch this batch before reading the previous one's scores: reading waits for the device, which
             # then already has this batch queued instead of idling while the host collates and launches it.
             launched = _to_host(rows, self._score_rows(features, rows, plan))
+            if self.runtime.device.type == "cpu":  # done: its activations are free, give them back
+                release_free_memory()
             if previous is not None:
                 previous.read_into(scores, bar)
             previous = launched

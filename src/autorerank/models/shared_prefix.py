@@ -15,13 +15,14 @@ The kept starts (keys and values of every layer, for one row) live in a small le
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import torch
+
+from ..compat import cache_argument, cache_key_values, new_dynamic_cache
 
 __all__ = ["SharedPrefixDecoder"]
 
@@ -92,7 +93,7 @@ class SharedPrefixDecoder:
             attention_mask=mask,
             position_ids=positions,
             use_cache=True,
-            **{self._cache_argument(): self._cache_of(kept, batch)},
+            **{cache_argument(self.model.get_decoder()): self._cache_of(kept, batch)},
         )
         return out.last_hidden_state[:, -1]  # (B, H)
 
@@ -117,9 +118,9 @@ class SharedPrefixDecoder:
             input_ids=shared[None, have:],
             position_ids=positions,
             use_cache=True,
-            **{self._cache_argument(): cache},
+            **{cache_argument(self.model.get_decoder()): cache},
         )
-        key_values = _key_values(cache)
+        key_values = cache_key_values(cache)
         if any(keys.shape[2] != len(shared) for keys, _ in key_values):
             return None
         with self._lock:
@@ -128,22 +129,17 @@ class SharedPrefixDecoder:
                 self._starts.popitem(last=False)
         return key_values
 
-    def _cache_argument(self) -> str:
-        """The forward's name for the cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
-        parameters = inspect.signature(self.model.get_decoder().forward).parameters
-        return "cache" if "cache" in parameters else "past_key_values"
-
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        return _config_cache(DynamicCache, self.model.config)
+        return new_dynamic_cache(DynamicCache, self.model.config)
 
     def _cache_of(self, kept: KeyValues, batch: int) -> Any:
         """A cache that puts ``kept`` before each of ``batch`` rows' keys and values without storing theirs: as
         in a forward without a cache, each layer's keys and values are freed once the layer is done."""
         from transformers import DynamicCache
 
-        cache = _config_cache(_kept_start_class(), self.model.config)
+        cache = new_dynamic_cache(_kept_start_class(), self.model.config)
         cache.kept, cache.rows = kept, batch
         for layer, (keys, values) in enumerate(
             kept
@@ -179,13 +175,6 @@ def _kept_start_class() -> type:
     return KeptStart
 
 
-def _config_cache(cache_class: Any, config: Any) -> Any:
-    try:  # transformers 5: layer types (full or sliding attention) from the config
-        return cache_class(config=config)
-    except TypeError:  # transformers 4
-        return cache_class()
-
-
 def _common_start(input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The tokens every row of a left-padded batch starts with, leaving each row at least one token of its own."""
     width = input_ids.shape[1]
@@ -195,14 +184,6 @@ def _common_start(input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     agree = (heads == heads[:1]).all(dim=0)  # (m,)
     length = int(agree.long().cumprod(dim=0).sum())
     return heads[0, : min(length, shortest - 1)]
-
-
-def _key_values(cache: Any) -> KeyValues:
-    """Each layer's keys and values from a transformers cache (5: ``layers``; 4: ``key_cache``/``value_cache``)."""
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return [(layer.keys, layer.values) for layer in layers]
-    return list(zip(cache.key_cache, cache.value_cache))
 
 
 def _length(kept: KeyValues) -> int:
