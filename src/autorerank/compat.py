@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -143,10 +143,12 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
             setter(original)
 
 
-def cache_argument(decoder: nn.Module) -> str:
-    """The name a transformers decoder's forward gives its key/value cache: ``cache`` from transformers 5.24,
-    ``past_key_values`` before (5.24 still takes that, deprecated)."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+@functools.cache
+def cache_argument(forward: Callable[..., Any]) -> str:
+    """The name a transformers decoder's ``forward`` (its class's function) gives its key/value cache: ``cache``
+    from transformers 5.24, ``past_key_values`` before (5.24 still takes that, deprecated). Cached: asked once per
+    batch."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def new_dynamic_cache(cache_class: Any, config: Any) -> Any:

@@ -88,14 +88,15 @@ class SharedPrefixDecoder:
         columns = torch.arange(width - have, device=input_ids.device)[None]  # (1, T - have)
         positions = have + (columns - starts).clamp(min=0)  # (B, T - have) the rows' own positions
         mask = torch.cat([attention_mask.new_ones(batch, have), rest_mask], dim=1)  # (B, T)
-        out = self.model.get_decoder()(
-            input_ids=rest_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{cache_argument(self.model.get_decoder()): self._cache_of(kept, batch)},
+        out = self._decode_over(
+            self._cache_of(kept, batch), input_ids=rest_ids, attention_mask=mask, position_ids=positions
         )
         return out.last_hidden_state[:, -1]  # (B, H)
+
+    def _decode_over(self, cache: Any, **inputs: torch.Tensor) -> Any:
+        """The decoder's forward on ``inputs`` after what ``cache`` holds (which it may extend)."""
+        decoder: torch.nn.Module = self.model.get_decoder()
+        return decoder(use_cache=True, **{cache_argument(type(decoder).forward): cache}, **inputs)
 
     def _longest_kept(self, key: bytes) -> KeyValues | None:
         """The longest kept start that ``key``'s tokens begin with."""
@@ -114,12 +115,7 @@ class SharedPrefixDecoder:
         for layer, (keys, values) in enumerate(kept or ()):
             cache.update(keys, values, layer)
         positions = torch.arange(have, len(shared), device=shared.device)[None]
-        self.model.get_decoder()(
-            input_ids=shared[None, have:],
-            position_ids=positions,
-            use_cache=True,
-            **{cache_argument(self.model.get_decoder()): cache},
-        )
+        self._decode_over(cache, input_ids=shared[None, have:], position_ids=positions)
         key_values = cache_key_values(cache)
         if any(keys.shape[2] != len(shared) for keys, _ in key_values):
             return None
