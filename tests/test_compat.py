@@ -130,6 +130,18 @@ def test_eager_attention_leaves_other_modules_alone() -> None:
         pass
 
 
+def test_no_cudnn_attention_switches_cudnn_off_on_cuda_only_and_restores() -> None:
+    """The flags are process-wide and readable without a GPU; the CUDA speed it buys is measured in the README."""
+    flags = (torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.mem_efficient_sdp_enabled)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with compat.no_cudnn_attention(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+    with compat.no_cudnn_attention(torch.device("cuda", 0)):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert all(enabled() for enabled in flags)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
 def test_the_cache_helpers_round_trip_keys_and_values_through_the_installed_transformers() -> None:
     from transformers import DynamicCache, Qwen3Config, Qwen3Model
 

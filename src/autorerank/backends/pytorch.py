@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..batching import Batch
+from ..compat import no_cudnn_attention
 from ..kinds.base import Kind, Plan
 from .base import RuntimeInfo
 
@@ -12,7 +13,8 @@ __all__ = ["TorchRuntime"]
 
 
 class TorchRuntime:
-    """Runs ``kind.score_batch`` on ``model`` (placed on ``device`` once, here) without autograd."""
+    """Runs ``kind.score_batch`` on ``model`` (placed on ``device`` once, here) without autograd, and on CUDA
+    without cuDNN attention (see ``compat.no_cudnn_attention``)."""
 
     backend = "torch"
     padded = True
@@ -24,7 +26,7 @@ class TorchRuntime:
         self.model = model.to(device=device, dtype=dtype).eval()
 
     def score(self, batch: Batch, plan: Plan) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), no_cudnn_attention(self.device):
             return self.kind.score_batch(self.model, batch, plan)
 
     def describe(self) -> RuntimeInfo:
