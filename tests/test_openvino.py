@@ -118,3 +118,14 @@ def test_missing_openvino_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
     with pytest.raises(MissingDependencyError, match=r"autorerank\[openvino\]"):
         load_openvino_runtime(module, quantize=None)
+
+
+def test_int8_runs_bf16_between_its_gemms_only_where_the_cpu_has_it_natively():
+    ov = pytest.importorskip("openvino")
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+    def precision(model):
+        return model.runtime.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    assert precision(reranker("enc", "openvino")) == "f32"
+    assert precision(reranker("enc", "openvino", "int8")) == ("bf16" if native else "f32")
