@@ -127,15 +127,10 @@ def _child(args: argparse.Namespace, library: str, model_dir: Path, model_class:
     return json.loads(out.read_text(encoding="utf-8"))
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
-    import numpy as np
-
-    rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
-
-
 def report(model: str, rows: list[dict]) -> dict[str, Any]:
     """Median pairs/s per setting, the reference's best per precision, ratios and score agreement."""
+    from bench_stats import spearman
+
     settings: dict[tuple, list[dict]] = {}
     for row in rows:
         settings.setdefault((row["library"], row["precision"], row["batch_size"]), []).append(row)
@@ -176,7 +171,7 @@ def report(model: str, rows: list[dict]) -> dict[str, Any]:
         for low in ("fp16", "bf16"):
             row = table.get(("autorerank", low, None))
             if row:
-                rho = _spearman(row["scores"], ours_fp32["scores"])
+                rho = spearman(row["scores"], ours_fp32["scores"])
                 summary[f"{low}_spearman_vs_fp32"] = rho
                 print(f"autorerank {low} Spearman vs its fp32: {rho:.4f}")
     return summary

@@ -378,3 +378,29 @@ def test_a_verdict_flags_a_spread_that_reaches_both_sides_of_the_target() -> Non
     (verdict,) = only(verdicts(rows, {}, 0.0, has_native_bf16=False), "fp32")
     assert verdict.status == MET
     assert "(1.10-1.41x over repeats, crosses the target)" in verdict.detail
+
+
+def test_gpu_report_takes_flagembedding_at_its_best_batch_per_precision() -> None:
+    """bench_gpu's summary on synthetic rows: medians over rounds, the reference's fastest batch per precision,
+    speed and GPU-memory ratios against it, and fp16/bf16 agreement with autorerank's own fp32."""
+    from bench_gpu import report
+
+    def row(library, precision, batch, speed, peak, scores=(1.0, 2.0, 3.0)):
+        return {"library": library, "precision": precision, "batch_size": batch, "pairs_per_s": speed,
+                "gpu_peak_mib": peak, "scores": list(scores)}  # fmt: skip
+
+    rows = [
+        row("flagembedding", "fp16", 64, 100.0, 800.0), row("flagembedding", "fp16", 64, 120.0, 800.0),
+        row("flagembedding", "fp16", 128, 150.0, 1000.0), row("flagembedding", "fp16", 128, 130.0, 1000.0),
+        row("flagembedding", "fp32", 64, 50.0, 2000.0), row("flagembedding", "fp32", 128, 40.0, 3000.0),
+        row("autorerank", "fp16", None, 280.0, 500.0), row("autorerank", "fp16", None, 300.0, 500.0),
+        row("autorerank", "bf16", None, 210.0, 500.0, scores=(1.0, 3.0, 2.0)),
+        row("autorerank", "fp32", None, 75.0, 1000.0, scores=(1.0, 2.0, 3.5)),
+    ]  # fmt: skip
+    summary = report("m", rows)
+    assert summary["reference_fp16_best_batch"] == 128 and summary["reference_fp32_best_batch"] == 64
+    assert summary["autorerank_fp16_vs_reference_fp16_best"] == pytest.approx({"speed": 290 / 140, "memory": 0.5})
+    assert summary["autorerank_bf16_vs_reference_fp16_best"]["speed"] == pytest.approx(1.5)
+    assert summary["autorerank_fp32_vs_reference_fp32_best"] == pytest.approx({"speed": 1.5, "memory": 0.5})
+    assert summary["fp32_max_diff_vs_reference"] == pytest.approx(0.5)  # against the reference's fp32 batch 128
+    assert summary["fp16_spearman_vs_fp32"] == pytest.approx(1.0) and summary["bf16_spearman_vs_fp32"] == pytest.approx(0.5)
