@@ -40,6 +40,47 @@ def test_precision_rules():
     assert resolve_dtype(False, False, ["cuda:0"]) is torch.float32
 
 
+def test_precision_names_the_same_choice_as_the_switches(monkeypatch):
+    for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        assert resolve_dtype(False, False, ["cuda:0"], precision) is dtype
+    with pytest.warns(UserWarning, match="use_fp16"):
+        assert resolve_dtype(False, False, ["cpu"], "fp16") is torch.float32
+    with pytest.raises(InvalidOptionError, match="precision='bf16' and use_fp16=True"):
+        resolve_dtype(True, False, ["cuda:0"], "bf16")
+    # auto: fp16 on CUDA; on a CPU, bf16 only where it is native; fp32 on the exported runtimes and mixed devices
+    assert resolve_dtype(False, False, ["cuda:0", "cuda:1"], "auto") is torch.float16
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(devices, "native_cpu_bf16", lambda native=native: native)
+        assert resolve_dtype(False, False, ["cpu"], "auto") is dtype
+        assert resolve_dtype(False, False, ["cpu"], "auto", backend="openvino") is torch.float32
+        assert resolve_dtype(False, False, ["cpu", "cuda:0"], "auto") is torch.float32
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, native",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni avx512_bf16\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse avx512f amx_tile amx_bf16 amx_int8\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n", False),
+        ("processor\t: 0\nFeatures\t: fp asimd sve i8mm bf16\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd\nmodel name\t: bf16 in a name is no flag\n", False),
+        (None, False),
+    ],
+)
+def test_native_cpu_bf16_reads_the_cpu_flags(tmp_path, cpuinfo, native):
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo, encoding="utf-8")
+    assert devices.native_cpu_bf16(path) is native
+
+
+def test_auto_precision_loads_the_model_in_the_chosen_dtype():
+    reranker = AutoReranker.from_finetuned(fixture_path(ENC), devices="cpu", precision="auto")
+    assert reranker.info.dtype == ("bfloat16" if devices.native_cpu_bf16() else "float32")
+    with pytest.raises(InvalidOptionError, match="precision must be one of"):
+        AutoReranker.from_finetuned(fixture_path(ENC), devices="cpu", precision="int4")
+
+
 def test_bf16_encoder_ranks_like_fp32():
     pairs = golden_case("enc-auto-default")["pairs"]
     bf16 = AutoReranker.from_finetuned(fixture_path(ENC), devices="cpu", use_bf16=True)

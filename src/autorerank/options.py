@@ -22,6 +22,7 @@ __all__ = [
     "AUTO",
     "BACKENDS",
     "OPTIONS",
+    "PRECISIONS",
     "Option",
     "Options",
     "call_options",
@@ -38,6 +39,7 @@ AUTO = "auto"
 # Runtimes a model can run on (each kind lists those it supports; see backends/__init__.py).
 BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZE_SCHEMES = ("int8",)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 # Features a kind may have; an option tied to one applies only to kinds that declare it.
 PROMPT = "prompt"  # an LLM prompt after each pair
@@ -186,6 +188,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_fp16", False, "float16 weights and activations (GPU; refused on CPU with a warning)", _flag,
            flag="--fp16", cli=_SWITCH),
     Option("use_bf16", False, "bfloat16 weights and activations (CPU and GPU)", _flag, flag="--bf16", cli=_SWITCH),
+    Option("precision", None, "instead of the two switches: `\"fp32\"`, `\"fp16\"`, `\"bf16\"`, or `\"auto\"`: bf16 on "
+           "CPUs that compute it natively (AVX512-BF16, AMX, Arm BF16), fp16 on CUDA, else fp32 (always fp32 on the "
+           "onnx and openvino backends); `None`: fp32 unless a switch says otherwise", _one_of(None, *PRECISIONS),
+           flag="--precision", cli={"choices": PRECISIONS, "metavar": "PRECISION"}),
     Option("peft_path", None, "a PEFT/LoRA adapter merged into the weights at load (`autorerank[peft]`)",
            _optional_text, flag="--peft-path", cli=_PATH),
     Option("devices", None, "`None` (every CUDA device, else the CPU), `\"cpu\"`, `0`, `[\"cuda:0\", \"cuda:1\"]`; "

@@ -58,7 +58,9 @@ class Reranker:
         self.model_name_or_path = normalize_model_path(model_name_or_path)
         self.devices = resolve_devices(settings.devices)
         check_backend(kind, settings.backend, settings.quantize, settings.onnx_dir, self.devices)
-        self.dtype = resolve_dtype(settings.use_fp16, settings.use_bf16, self.devices)
+        self.dtype = resolve_dtype(
+            settings.use_fp16, settings.use_bf16, self.devices, settings.precision, settings.backend
+        )
         self.detected_by = f"constructed directly as {type(self).__name__}"
         self.instructions = Instructions(
             settings.query_instruction_for_rerank,

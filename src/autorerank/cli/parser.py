@@ -87,7 +87,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options")
     precision = group.add_mutually_exclusive_group()
     for row in MODEL_FLAGS:
-        target = precision if row.name in ("use_fp16", "use_bf16") else group
+        target = precision if row.name in ("use_fp16", "use_bf16", "precision") else group
         assert row.flag is not None
         note = _LIST_NOTE.get(str(row.cli.get("type")), "")
         target.add_argument(
