@@ -182,3 +182,60 @@ def test_openvino_refuses_too_long_max_length_at_construction_and_per_call():
 def test_the_parent_of_a_multi_device_reranker_checks_before_starting_workers():
     with pytest.raises(InvalidOptionError, match="at most 512"):
         AutoReranker.from_finetuned(fixture_path(ENC), devices=["cpu", "cpu"], max_length=600)
+
+
+# ----------------------------------------------------------------------------- loading in another dtype
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "fixture, auto_class",
+    [(LLM, "AutoModelForCausalLM"), (ENC, "AutoModelForSequenceClassification")],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_another_dtype_is_read_one_tensor_at_a_time_into_the_same_weights(fixture, auto_class, dtype):
+    """The pread path (no memory map, so the float32 file does not count in the peak RSS) is taken, and it gives
+    transformers' own weights bit for bit."""
+    import transformers
+
+    from autorerank import loading
+
+    model_class, path = getattr(transformers, auto_class), str(fixture_path(fixture))
+    assert loading._converted_weights(model_class, path, {"dtype": dtype}) is not None
+    ours = loading.load_pretrained(model_class, path, kind="test", dtype=dtype)
+    theirs = model_class.from_pretrained(path, dtype=dtype)
+    ours_state, their_state = _state(ours), _state(theirs)
+    assert ours_state.keys() == their_state.keys()
+    for name, tensor in their_state.items():
+        assert ours_state[name].dtype == tensor.dtype and torch.equal(ours_state[name], tensor), name
+
+
+def test_a_sharded_checkpoint_is_read_from_every_shard(tmp_path):
+    import transformers
+
+    from autorerank import loading
+
+    path = str(fixture_path(LLM))
+    transformers.AutoModelForCausalLM.from_pretrained(path).save_pretrained(tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(loading._local_safetensors(str(tmp_path))) > 1
+    sharded = loading.load_pretrained(
+        transformers.AutoModelForCausalLM, str(tmp_path), kind="test", dtype=torch.bfloat16
+    )
+    whole = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    for name, tensor in _state(whole).items():
+        assert torch.equal(_state(sharded)[name], tensor), name
+
+
+def test_transformers_own_path_serves_the_other_cases(tmp_path):
+    import transformers
+
+    from autorerank import loading
+
+    auto, path = transformers.AutoModelForCausalLM, str(fixture_path(LLM))
+    assert loading._converted_weights(auto, path, {"dtype": torch.float32}) is None  # stored as float32
+    assert loading._converted_weights(auto, path, {}) is None
+    assert loading._converted_weights(auto, path, {"dtype": torch.bfloat16, "trust_remote_code": True}) is None
+    assert loading._converted_weights(auto, "org/not-local", {"dtype": torch.bfloat16}) is None
+    assert loading._converted_weights(auto, str(tmp_path), {"dtype": torch.bfloat16}) is None  # no weights

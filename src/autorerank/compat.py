@@ -23,6 +23,7 @@ from torch import nn
 __all__ = [
     "cache_argument",
     "cache_key_values",
+    "concrete_model_class",
     "dtype_kwargs",
     "eager_attention",
     "init_zeros_",
@@ -110,6 +111,19 @@ def init_zeros_(tensor: torch.Tensor) -> torch.Tensor:
     except ImportError:
         return nn.init.zeros_(tensor)
     return initialization.zeros_(tensor)
+
+
+def concrete_model_class(model_class: Any, config: Any) -> Any | None:
+    """The class an Auto class (``AutoModelForCausalLM``...) builds for ``config``, or ``model_class`` itself when
+    it is concrete; None for a config the Auto class does not map. ``from_pretrained`` with a state dict and no
+    path needs the concrete class; transformers keeps the map in the private ``_model_mapping``."""
+    mapping = getattr(model_class, "_model_mapping", None)
+    if mapping is None:
+        return model_class
+    try:
+        return mapping[type(config)]
+    except (KeyError, ValueError):
+        return None
 
 
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
