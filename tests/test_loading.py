@@ -239,3 +239,5 @@ def test_transformers_own_path_serves_the_other_cases(tmp_path):
     assert loading._converted_weights(auto, path, {"dtype": torch.bfloat16, "trust_remote_code": True}) is None
     assert loading._converted_weights(auto, "org/not-local", {"dtype": torch.bfloat16}) is None
     assert loading._converted_weights(auto, str(tmp_path), {"dtype": torch.bfloat16}) is None  # no weights
+    keeps_float32 = type("KeepsNorms", (transformers.GemmaForCausalLM,), {"_keep_in_fp32_modules": ["norm"]})
+    assert loading._converted_weights(keeps_float32, path, {"dtype": torch.float16}) is None

@@ -158,7 +158,7 @@ def _converted_weights(
             return None
         config = AutoConfig.from_pretrained(model_name_or_path)
         concrete = concrete_model_class(model_class, config)
-        if concrete is None:
+        if concrete is None or _keeps_float32_modules(concrete):
             return None
         state: dict[str, torch.Tensor] = {}
         for handle in handles:
@@ -178,9 +178,19 @@ def _local_safetensors(model_name_or_path: str) -> list[Path]:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (OSError, ValueError, KeyError, AttributeError):
             return []
-        return [folder / shard for shard in shards] if all((folder / s).is_file() for s in shards) else []
+        files = [folder / shard for shard in shards]
+        return files if all(file.is_file() for file in files) else []
     single = folder / "model.safetensors"
     return [single] if single.is_file() else []
+
+
+def _keeps_float32_modules(model_class: Any) -> bool:
+    """Whether transformers keeps some of this class's modules in float32 at a lower dtype: it loads them from the
+    file's float32 values, which a state dict converted beforehand would have rounded."""
+    return bool(
+        getattr(model_class, "_keep_in_fp32_modules", None)
+        or getattr(model_class, "_keep_in_fp32_modules_strict", None)
+    )
 
 
 def _stores_other_floats(handle: Any, dtype: torch.dtype) -> bool:
