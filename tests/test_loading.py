@@ -241,3 +241,27 @@ def test_transformers_own_path_serves_the_other_cases(tmp_path):
     assert loading._converted_weights(auto, str(tmp_path), {"dtype": torch.bfloat16}) is None  # no weights
     keeps_float32 = type("KeepsNorms", (transformers.GemmaForCausalLM,), {"_keep_in_fp32_modules": ["norm"]})
     assert loading._converted_weights(keeps_float32, path, {"dtype": torch.float16}) is None
+
+
+@pytest.mark.parametrize("fixture", [LAYERWISE, LIGHTWEIGHT, "qwen3/Qwen3-Reranker-0.6B"])
+def test_native_and_chat_models_load_the_same_weights_either_way(monkeypatch, fixture):
+    """The kinds with autorerank's own model classes (and the Qwen3 chat reranker) take the converted-weights path
+    in bf16 too, and it gives what transformers' path gives."""
+    from autorerank import loading
+
+    taken = []
+    original = loading._converted_weights
+
+    def recording(*args):
+        taken.append(original(*args) is not None)
+        return original(*args)
+
+    monkeypatch.setattr(loading, "_converted_weights", recording)
+    ours = AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", use_bf16=True)
+    monkeypatch.setattr(loading, "_converted_weights", lambda *args: None)
+    theirs = AutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", use_bf16=True)
+    assert taken and all(taken)
+    ours_state, their_state = _state(ours.runtime.model), _state(theirs.runtime.model)
+    assert ours_state.keys() == their_state.keys()
+    for name, tensor in their_state.items():
+        assert torch.equal(ours_state[name], tensor), name

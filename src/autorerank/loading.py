@@ -125,7 +125,7 @@ def _from_pretrained(model_class: Any, model_name_or_path: str, kwargs: dict[str
     if weights is None:
         return model_class.from_pretrained(model_name_or_path, **options)
     concrete, config, state = weights
-    return concrete.from_pretrained(None, config=config, state_dict=state, **options)
+    return concrete.from_pretrained(None, **{**options, "config": config, "state_dict": state})
 
 
 def _converted_weights(
@@ -144,7 +144,6 @@ def _converted_weights(
     if not isinstance(dtype, torch.dtype) or kwargs.get("trust_remote_code") or not files:
         return None
     from safetensors import safe_open
-    from transformers import AutoConfig
 
     with contextlib.ExitStack() as stack:
         try:
@@ -156,7 +155,9 @@ def _converted_weights(
             return None
         if not any(_stores_other_floats(handle, dtype) for handle in handles):
             return None
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        config = kwargs.get("config") or _config(model_class, model_name_or_path)
+        if config is None:
+            return None
         concrete = concrete_model_class(model_class, config)
         if concrete is None or _keeps_float32_modules(concrete):
             return None
@@ -165,6 +166,20 @@ def _converted_weights(
             names: list[str] = handle.keys()
             state.update((name, _converted(handle.get_tensor(name), dtype)) for name in names)
         return concrete, config, state
+
+
+def _config(model_class: Any, model_name_or_path: str) -> Any | None:
+    """The config ``from_pretrained`` would build: the class's own config class (autorerank's native models), or
+    AutoConfig without running the checkpoint's code (never a prompt); None where that cannot be read."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    config_class = getattr(model_class, "config_class", None)
+    try:
+        if isinstance(config_class, type) and issubclass(config_class, PretrainedConfig):
+            return config_class.from_pretrained(model_name_or_path)
+        return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None
 
 
 def _local_safetensors(model_name_or_path: str) -> list[Path]:
