@@ -36,12 +36,26 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _flagembedding(model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]) -> Loaded:
-    import FlagEmbedding
+def flagembedding_reranker(model_dir: str, model_class: str, options: dict[str, Any]) -> Any:
+    """FlagEmbedding's reranker class for the kind, at the benchmark's max_length."""
     from FlagEmbedding import FlagLLMReranker, FlagReranker
 
     cls = FlagLLMReranker if model_class == "decoder-only-base" else FlagReranker
-    reranker = cls(model_dir, max_length=512, **options)
+    return cls(model_dir, max_length=512, **options)
+
+
+def autorerank_reranker(model_dir: str, model_class: str, options: dict[str, Any]) -> Any:
+    from autorerank import AutoReranker
+
+    return AutoReranker.from_finetuned(
+        model_dir, model_class=model_class, max_length=_max_length(model_class), **options
+    )
+
+
+def _flagembedding(model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]) -> Loaded:
+    import FlagEmbedding
+
+    reranker = flagembedding_reranker(model_dir, model_class, options)
     # compute_score's batch_size falls back to the constructor's (128 in FlagEmbedding 1.4.2).
     batch_size = call.get("batch_size") or reranker.batch_size
     return (
@@ -74,11 +88,8 @@ def _sentence_transformers(
 
 def _autorerank(model_dir: str, model_class: str, options: dict[str, Any], call: dict[str, Any]) -> Loaded:
     import autorerank
-    from autorerank import AutoReranker
 
-    reranker = AutoReranker.from_finetuned(
-        model_dir, model_class=model_class, max_length=_max_length(model_class), **options
-    )
+    reranker = autorerank_reranker(model_dir, model_class, options)
     # Batches are planned under a token budget, so there is no one batch size to report.
     batch_size = call.get("batch_size")
     return (lambda pairs: list(reranker.compute_score(pairs, **call))), autorerank.__version__, batch_size

@@ -67,27 +67,19 @@ def _synchronized(torch: Any) -> None:
         torch.cuda.synchronize()
 
 
-def _load(library: str, model_dir: str, model_class: str, options: dict[str, Any]) -> Any:
-    """The library's reranker at the benchmark's max_length; both expose compute_score(pairs, batch_size=...)."""
-    if library == "flagembedding":
-        from FlagEmbedding import FlagLLMReranker, FlagReranker
-
-        cls = FlagLLMReranker if model_class == "decoder-only-base" else FlagReranker
-        return cls(model_dir, max_length=512, **options)
-    from autorerank import AutoReranker
-
-    return AutoReranker.from_finetuned(model_dir, model_class=model_class, max_length=512, **options)
-
-
 def measure(library: str, model_dir: str, model_class: str, pairs_file: Path, settings: list) -> list[dict]:
     """Time every (options, batch size) setting of one library in this process (child side): each precision is
     loaded once, and its batch sizes are timed one after the other on the same pairs."""
     import torch
 
+    sys.path.insert(0, str(HERE))
+    from bench_child import autorerank_reranker, flagembedding_reranker
+
+    load = flagembedding_reranker if library == "flagembedding" else autorerank_reranker
     pairs = [tuple(pair) for pair in json.loads(pairs_file.read_text(encoding="utf-8"))]
     rows = []
     for label, options, batch_sizes in settings:
-        reranker = _load(library, model_dir, model_class, options)
+        reranker = load(model_dir, model_class, options)
         for batch_size in batch_sizes:
             call = {} if batch_size is None else {"batch_size": batch_size}
             reranker.compute_score(pairs[:64], **call)
@@ -161,9 +153,8 @@ def report(model: str, rows: list[dict]) -> dict[str, Any]:
             summary[f"autorerank_{ours}_vs_reference_{precision}_best"] = {"speed": speed, "memory": memory}
             print(f"autorerank {ours} vs FlagEmbedding {precision} at its best (batch {best_key[2]}): "
                   f"{speed:.2f}x pairs/s, {memory:.2f}x GPU peak")  # fmt: skip
-    ours_fp32, reference_fp32 = table.get(("autorerank", "fp32", None)), reference.get(
-        ("flagembedding", "fp32", 128)
-    )
+    ours_fp32 = table.get(("autorerank", "fp32", None))
+    reference_fp32 = reference.get(("flagembedding", "fp32", summary.get("reference_fp32_best_batch")))
     if ours_fp32 and reference_fp32:
         diff = max(abs(a - b) for a, b in zip(ours_fp32["scores"], reference_fp32["scores"]))
         summary["fp32_max_diff_vs_reference"] = diff
