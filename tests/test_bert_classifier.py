@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import cached_reranker, fixture_path
@@ -13,8 +19,10 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
+from autorerank import AutoReranker
+from autorerank.loading import read_json, read_safetensors
 from autorerank.models import bert_classifier
-from autorerank.models.bert_classifier import FastBertClassifier, fast_bert_classifier
+from autorerank.models.bert_classifier import FastBertClassifier, fast_bert_classifier, read_bert_classifier
 
 FIXTURE_MODELS = ["enc/bge-reranker-v2-m3", "enc-bert/bge-reranker-base"]
 
@@ -128,3 +136,93 @@ def test_the_torch_backend_scores_through_it(fixture: str) -> None:
         p.numel()
         for p in AutoModelForSequenceClassification.from_pretrained(fixture_path(fixture)).parameters()
     )
+
+
+def _read(path: str, dtype: torch.dtype = torch.float32) -> FastBertClassifier | None:
+    return read_bert_classifier(read_json(path, "config.json"), lambda: read_safetensors(path, dtype))
+
+
+@pytest.mark.parametrize("fixture", FIXTURE_MODELS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_built_from_the_checkpoint_it_equals_transformers(fixture: str, dtype: torch.dtype) -> None:
+    """The module read without transformers computes transformers' logits, in the dtype asked for."""
+    lean = _read(fixture_path(fixture), dtype)
+    assert isinstance(lean, FastBertClassifier)
+    model = AutoModelForSequenceClassification.from_pretrained(fixture_path(fixture), dtype=dtype).eval()
+    assert {p.dtype for p in lean.parameters()} == {dtype}
+    assert sum(p.numel() for p in lean.parameters()) == sum(p.numel() for p in model.parameters())
+    inputs = _padded_batch(model, [23, 9, 17, 2, 23])
+    with torch.no_grad():
+        expected, got = model(**inputs).logits, lean.eval()(**inputs).logits
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_scoring_a_bert_family_checkpoint_never_imports_transformers() -> None:
+    """transformers' modelling import is about 2 s of a command's cold start; the torch path does without it."""
+    code = (
+        "import sys\n"
+        "from autorerank import AutoReranker\n"
+        "reranker = AutoReranker.from_finetuned(sys.argv[1], devices='cpu')\n"
+        "print(reranker.compute_score([('what is a panda?', 'a bear'), ('hi', 'there')]))\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'transformers'))\n"
+    )
+    for fixture in FIXTURE_MODELS:
+        done = subprocess.run(
+            [sys.executable, "-c", code, fixture_path(fixture)], capture_output=True, text=True, check=True
+        )
+        scores, imported = done.stdout.strip().splitlines()
+        assert imported == "[]", f"{fixture}: {imported[:300]}"
+        assert json.loads(scores) == pytest.approx(
+            cached_reranker(fixture).compute_score([("what is a panda?", "a bear"), ("hi", "there")]),
+            abs=1e-6,
+        )
+
+
+def test_weights_that_do_not_fit_are_left_to_transformers() -> None:
+    """A missing or misshapen weight means transformers loads the checkpoint (and reports what is wrong)."""
+    path = fixture_path(FIXTURE_MODELS[1])
+    config = read_json(path, "config.json")
+    weights = read_safetensors(path, torch.float32)
+    assert weights is not None and read_bert_classifier(config, lambda: weights) is not None
+    missing = {name: tensor for name, tensor in weights.items() if name != "classifier.bias"}
+    assert read_bert_classifier(config, lambda: missing) is None
+    reshaped = {**weights, "bert.pooler.dense.bias": torch.zeros(3)}
+    assert read_bert_classifier(config, lambda: reshaped) is None
+    assert (
+        read_bert_classifier({**config, "num_labels": 2, "id2label": {"0": "a", "1": "b"}}, lambda: weights)
+        is None
+    )
+    assert read_bert_classifier({**config, "hidden_act": "gelu_new"}, lambda: weights) is None
+    custom = {**config, "auto_map": {"AutoModelForSequenceClassification": "modeling.Custom"}}
+    assert read_bert_classifier(custom, lambda: weights) is None
+
+
+def test_an_activation_it_does_not_compute_itself_still_scores_through_the_fused_layers(
+    tmp_path: Path,
+) -> None:
+    """gelu_new is not read natively: transformers loads the model and the fused module borrows its activation."""
+    model = _tiny(BertForSequenceClassification, BertConfig, hidden_act="gelu_new", type_vocab_size=2)
+    model.config.architectures = ["BertForSequenceClassification"]
+    model.save_pretrained(tmp_path)
+    shutil.copy(Path(fixture_path(FIXTURE_MODELS[1])) / "tokenizer.json", tmp_path)
+    assert _read(str(tmp_path)) is None
+    reranker = AutoReranker.from_finetuned(str(tmp_path), devices="cpu", max_length=80)
+    assert isinstance(reranker.model, FastBertClassifier)
+    inputs = _padded_batch(model, [12, 30, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reranker.model(**inputs).logits, model(**inputs).logits, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_a_hub_checkpoint_in_the_cache_is_read_without_transformers(tmp_path: Path) -> None:
+    """A hub name resolves through the hub cache (offline in tests) to the same weights as its folder."""
+    snapshot = tmp_path / "models--org--bge-reranker-base" / "snapshots" / "0123abcd"
+    shutil.copytree(fixture_path(FIXTURE_MODELS[1]), snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    from_hub = read_safetensors("org/bge-reranker-base", torch.float32, cache_dir=str(tmp_path))
+    from_folder = read_safetensors(fixture_path(FIXTURE_MODELS[1]), torch.float32)
+    assert from_hub is not None and from_folder is not None and from_hub.keys() == from_folder.keys()
+    assert all(torch.equal(from_hub[name], from_folder[name]) for name in from_folder)

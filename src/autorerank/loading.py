@@ -23,6 +23,7 @@ __all__ = [
     "merge_peft",
     "normalize_model_path",
     "read_json",
+    "read_safetensors",
     "resolve_file",
 ]
 
@@ -161,11 +162,60 @@ def _converted_weights(
         concrete = concrete_model_class(model_class, config)
         if concrete is None or _keeps_float32_modules(concrete):
             return None
-        state: dict[str, torch.Tensor] = {}
-        for handle in handles:
-            names: list[str] = handle.keys()
-            state.update((name, _converted(handle.get_tensor(name), dtype)) for name in names)
-        return concrete, config, state
+        return concrete, config, _read_all(handles, dtype)
+
+
+def read_safetensors(
+    model_name_or_path: str, dtype: torch.dtype, cache_dir: str | None = None
+) -> dict[str, torch.Tensor] | None:
+    """Every tensor of a checkpoint's safetensors weights by name, floats in ``dtype``, read one tensor at a time
+    with ``pread`` (no memory map held while converting); None where the checkpoint has no safetensors weights or
+    this safetensors cannot read without a memory map. A damaged file is a ModelLoadError naming it."""
+    files = _checkpoint_safetensors(model_name_or_path, cache_dir)
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = [
+                stack.enter_context(safe_open(str(file), framework="pt", device="cpu", backend="pread"))
+                for file in files
+            ]
+            return _read_all(handles, dtype)
+    except TypeError:  # a safetensors without the pread backend (before 0.7)
+        return None
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(_unreadable_weights(model_name_or_path, cache_dir, exc)) from exc
+
+
+def _read_all(handles: list[Any], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for handle in handles:
+        names: list[str] = handle.keys()
+        state.update((name, _converted(handle.get_tensor(name), dtype)) for name in names)
+    return state
+
+
+def _checkpoint_safetensors(model_name_or_path: str, cache_dir: str | None) -> list[Path]:
+    """The safetensors weight files of a local folder, or of a hub checkpoint (fetched or taken from the cache as
+    transformers would)."""
+    if is_local(model_name_or_path):
+        return _local_safetensors(model_name_or_path)
+    index = resolve_file(model_name_or_path, _INDEX, cache_dir)
+    if index is None:
+        single = resolve_file(model_name_or_path, "model.safetensors", cache_dir)
+        return [single] if single is not None else []
+    shards = [resolve_file(model_name_or_path, shard, cache_dir) for shard in _shard_names(index)]
+    return [shard for shard in shards if shard is not None] if all(shards) else []
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The weight files a ``model.safetensors.index.json`` names (none when it cannot be read)."""
+    try:
+        return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return []
 
 
 def _config(model_class: Any, model_name_or_path: str) -> Any | None:
@@ -187,14 +237,10 @@ def _local_safetensors(model_name_or_path: str) -> list[Path]:
     if not is_local(model_name_or_path):
         return []
     folder = Path(model_name_or_path)
-    index = folder / "model.safetensors.index.json"
+    index = folder / _INDEX
     if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError):
-            return []
-        files = [folder / shard for shard in shards]
-        return files if all(file.is_file() for file in files) else []
+        files = [folder / shard for shard in _shard_names(index)]
+        return files if files and all(file.is_file() for file in files) else []
     single = folder / "model.safetensors"
     return [single] if single.is_file() else []
 
@@ -213,6 +259,8 @@ def _stores_other_floats(handle: Any, dtype: torch.dtype) -> bool:
     stored = {_FLOAT_NAMES.get(handle.get_slice(name).get_dtype()) for name in names} - {None}
     return bool(stored - {dtype})
 
+
+_INDEX = "model.safetensors.index.json"
 
 # safetensors' names of the float dtypes a checkpoint stores.
 _FLOAT_NAMES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}

@@ -69,7 +69,11 @@ class Reranker:
             settings.passage_instruction_format,
         )
         source = ModelSource(
-            self.model_name_or_path, self.dtype, settings.cache_dir, settings.trust_remote_code
+            self.model_name_or_path,
+            self.dtype,
+            settings.cache_dir,
+            settings.trust_remote_code,
+            scoring_only=settings.backend == "torch" and not settings.peft_path,
         )
         self.config = read_json(source.path, "config.json", source.cache_dir)
         kind.check_checkpoint(source, self.config)

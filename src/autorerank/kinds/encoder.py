@@ -12,7 +12,7 @@ import torch
 from ..batching import Batch, Features
 from ..compat import dtype_kwargs
 from ..errors import ModelLoadError
-from ..loading import load_pretrained
+from ..loading import load_pretrained, read_json, read_safetensors
 from ..options import Options, passage_limit, query_limit
 from ..ragged import Ragged
 from ..registry import RerankerKind, register_kind
@@ -42,6 +42,10 @@ class EncoderKind(Kind):
         return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
 
     def load(self, source: ModelSource) -> torch.nn.Module:
+        if source.scoring_only:
+            lean = _lean_classifier(source)
+            if lean is not None:
+                return lean
         from transformers import AutoModelForSequenceClassification
 
         model: Any = load_pretrained(
@@ -115,6 +119,18 @@ class EncoderKind(Kind):
 
     def export_module(self, model: torch.nn.Module, prepared: PairLayout) -> ScoreModule:
         return _Logit(model, prepared.token_types)
+
+
+def _lean_classifier(source: ModelSource) -> torch.nn.Module | None:
+    """The BERT-family classifier built from the checkpoint without transformers' modelling code (whose import
+    is most of a command's cold start), or None where transformers loads it."""
+    from ..models.bert_classifier import read_bert_classifier
+
+    config = read_json(source.path, "config.json", source.cache_dir)
+    model = read_bert_classifier(
+        config, lambda: read_safetensors(source.path, source.dtype, source.cache_dir)
+    )
+    return model.eval() if model is not None else None
 
 
 class _Logit(ScoreModule):
