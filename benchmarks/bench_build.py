@@ -1,5 +1,6 @@
 """Build one benchmark checkpoint. Runs inside the reference venv (transformers 4.46), so every library reads a
-checkpoint written in the long-established format, like the ones on the model hub.
+checkpoint written in the long-established format, like the ones on the model hub; the layer-wise and lightweight
+models are built with FlagEmbedding's own classes for them.
 
     python bench_build.py NAME OUT_DIR --minilm MINILM_DIR --sentencepiece SP_MODEL
 
@@ -12,10 +13,10 @@ Tokenizers:
   English into many more pieces than a real 250k vocabulary, inflating sequence lengths; an English 30k WordPiece
   gives about the token counts XLM-R gives on English. Like XLM-R it has a single segment: the pair template
   gives the passage type id 0 and `model_input_names` omits token_type_ids.
-- llm: Mistral's v1 SentencePiece BPE model (32000 tokens, shipped in the `mistral-common` wheel) converted to a
-  tokenizer.json by transformers' LlamaTokenizerFast converter; <unk> doubles as the pad token (so pad != bos and
-  the reference prepends <bos>), left padding. The SentencePiece file is not kept, so all libraries read
-  tokenizer.json.
+- llm, layerwise, lightweight: Mistral's v1 SentencePiece BPE model (32000 tokens, shipped in the
+  `mistral-common` wheel) converted to a tokenizer.json by transformers' LlamaTokenizerFast converter; <unk>
+  doubles as the pad token (so pad != bos and the reference prepends <bos>), left padding. The SentencePiece file
+  is not kept, so all libraries read tokenizer.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -93,9 +95,9 @@ def build_xlmr_base(spec: ModelSpec, out: Path, minilm_dir: Path) -> None:
     _single_segment_tokenizer(minilm_dir, out)
 
 
-def build_llm(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
-    """Seeded random Gemma causal LM with a 32000-token BPE tokenizer."""
-    from transformers import GemmaConfig, GemmaForCausalLM, LlamaTokenizerFast
+def _bpe_tokenizer(spec: ModelSpec, sentencepiece_model: Path) -> Any:
+    """The decoders' 32000-token BPE tokenizer (see the module docstring): <s> 1, </s> 2, <unk> 0 as pad, left pad."""
+    from transformers import LlamaTokenizerFast
 
     tokenizer = LlamaTokenizerFast(
         vocab_file=str(sentencepiece_model),
@@ -108,6 +110,20 @@ def build_llm(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
     )
     if len(tokenizer) != spec.vocab_size:
         raise RuntimeError(f"tokenizer has {len(tokenizer)} tokens, spec says {spec.vocab_size}")
+    return tokenizer
+
+
+def _save(model: Any, tokenizer: Any, out: Path) -> None:
+    model.eval().save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "tokenizer.model").unlink(missing_ok=True)
+
+
+def build_llm(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
+    """Seeded random Gemma causal LM with a 32000-token BPE tokenizer."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    tokenizer = _bpe_tokenizer(spec, sentencepiece_model)
     config = GemmaConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden,
@@ -126,10 +142,93 @@ def build_llm(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
         architectures=["GemmaForCausalLM"],
     )
     torch.manual_seed(spec.seed)
-    model = GemmaForCausalLM(config)
-    model.eval().save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / "tokenizer.model").unlink(missing_ok=True)
+    _save(GemmaForCausalLM(config), tokenizer, out)
+
+
+def build_layerwise(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
+    """Seeded random MiniCPM layer-wise reranker, with FlagEmbedding's own classes and the published config fields."""
+    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
+        LayerWiseMiniCPMConfig,
+    )
+    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
+        LayerWiseMiniCPMForCausalLM,
+    )
+
+    tokenizer = _bpe_tokenizer(spec, sentencepiece_model)
+    config = LayerWiseMiniCPMConfig(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        hidden_act="silu",
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        use_cache=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        scale_emb=12,
+        dim_model_base=256,
+        scale_depth=1.4,
+        start_layer=spec.start_layer,
+        head_multi=True,
+        head_type="simple",
+        torch_dtype="float32",
+        auto_map=_auto_map(
+            "configuration_minicpm_reranker.LayerWiseMiniCPMConfig",
+            "modeling_minicpm_reranker",
+            "LayerWiseMiniCPM",
+        ),
+    )
+    torch.manual_seed(spec.seed)
+    _save(LayerWiseMiniCPMForCausalLM(config), tokenizer, out)
+
+
+def build_lightweight(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
+    """Seeded random cost-wise Gemma2 lightweight reranker, with FlagEmbedding's own classes."""
+    from FlagEmbedding.inference.reranker.decoder_only.models.gemma_config import CostWiseGemmaConfig
+    from FlagEmbedding.inference.reranker.decoder_only.models.gemma_model import CostWiseGemmaForCausalLM
+
+    tokenizer = _bpe_tokenizer(spec, sentencepiece_model)
+    config = CostWiseGemmaConfig(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        hidden_activation="gelu_pytorch_tanh",
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        query_pre_attn_scalar=spec.head_dim,
+        sliding_window=4096,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        start_layer=spec.start_layer,
+        layer_sep=spec.layer_sep,
+        layer_wise=True,
+        torch_dtype="float32",
+        auto_map=_auto_map("gemma_config.CostWiseGemmaConfig", "gemma_model", "CostWiseGemma"),
+    )
+    torch.manual_seed(spec.seed)
+    _save(CostWiseGemmaForCausalLM(config), tokenizer, out)
+
+
+def _auto_map(config_class: str, module: str, prefix: str) -> dict[str, str]:
+    """The auto_map the published checkpoints carry (their remote code; every library here loads natively)."""
+    return {
+        "AutoConfig": config_class,
+        "AutoModel": f"{module}.{prefix}Model",
+        "AutoModelForCausalLM": f"{module}.{prefix}ForCausalLM",
+    }
+
+
+DECODER_BUILDERS = {"llm": build_llm, "layerwise": build_layerwise, "lightweight": build_lightweight}
 
 
 def main() -> None:
@@ -148,7 +247,7 @@ def main() -> None:
     elif args.name == "xlmr-base":
         build_xlmr_base(spec, partial, args.minilm)
     else:
-        build_llm(spec, partial, args.sentencepiece)
+        DECODER_BUILDERS[args.name](spec, partial, args.sentencepiece)
     (partial / ".bench-build").write_text(spec.fingerprint())
     shutil.rmtree(args.out, ignore_errors=True)
     partial.rename(args.out)

@@ -38,10 +38,15 @@ def _rss_mib() -> float:
 
 def flagembedding_reranker(model_dir: str, model_class: str, options: dict[str, Any]) -> Any:
     """FlagEmbedding's reranker class for the kind, at the benchmark's max_length."""
-    from FlagEmbedding import FlagLLMReranker, FlagReranker
+    import FlagEmbedding
 
-    cls = FlagLLMReranker if model_class == "decoder-only-base" else FlagReranker
-    return cls(model_dir, max_length=512, **options)
+    classes = {
+        "encoder-only-base": FlagEmbedding.FlagReranker,
+        "decoder-only-base": FlagEmbedding.FlagLLMReranker,
+        "decoder-only-layerwise": FlagEmbedding.LayerWiseFlagLLMReranker,
+        "decoder-only-lightweight": FlagEmbedding.LightWeightFlagLLMReranker,
+    }
+    return classes[model_class](model_dir, max_length=512, **options)
 
 
 def autorerank_reranker(model_dir: str, model_class: str, options: dict[str, Any]) -> Any:

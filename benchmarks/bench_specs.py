@@ -5,7 +5,13 @@ Shapes are chosen to match models people rerank with:
   of cross-encoder/ms-marco-MiniLM-L-6-v2;
 - `xlmr-base`: XLM-RoBERTa at bge-reranker-base's dimensions (12 layers, 768 hidden, 250002-token embedding table);
 - `llm`: a Gemma-architecture decoder (the architecture of bge-reranker-v2-gemma) scaled to ~270M parameters,
-  with multi-query attention like Gemma-2B and a 32000-token vocabulary.
+  with multi-query attention like Gemma-2B and a 32000-token vocabulary;
+- `layerwise`: bge-reranker-v2-minicpm-layerwise's architecture (MiniCPM with one score head per layer from
+  `start_layer`, muP-style embedding and residual scaling) scaled to ~226M parameters;
+- `lightweight`: bge-reranker-v2.5-gemma2-lightweight's architecture (cost-wise Gemma2: grouped-query attention,
+  logit soft-capping, one score head every `layer_sep` layers from `start_layer`) scaled to ~284M parameters.
+The three decoders share the `llm` model's 32000-token BPE tokenizer (the real models' vocabularies, 122k and 256k,
+would only enlarge the embedding tables, which cost lookups, not matmuls).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class ModelSpec:
     vocab_size: int
     gated_mlp: bool
     seed: int
+    start_layer: int = 0  # layer kinds: the first layer with a score head
+    layer_sep: int = 1  # layer kinds: layers between score heads
 
     def fingerprint(self) -> str:
         """A short hash of everything that determines the built weights, used to invalidate the cache."""
@@ -87,6 +95,39 @@ SPECS: dict[str, ModelSpec] = {
         vocab_size=32000,
         gated_mlp=True,
         seed=1234,
+    ),
+    "layerwise": ModelSpec(
+        name="layerwise",
+        kind="llm",
+        family="minicpm",
+        model_class="decoder-only-layerwise",
+        layers=16,
+        hidden=1024,
+        intermediate=2560,
+        heads=16,
+        kv_heads=16,
+        head_dim=64,
+        vocab_size=32000,
+        gated_mlp=True,
+        seed=1234,
+        start_layer=8,
+    ),
+    "lightweight": ModelSpec(
+        name="lightweight",
+        kind="llm",
+        family="gemma2",
+        model_class="decoder-only-lightweight",
+        layers=16,
+        hidden=1024,
+        intermediate=4096,
+        heads=8,
+        kv_heads=4,
+        head_dim=128,
+        vocab_size=32000,
+        gated_mlp=True,
+        seed=1234,
+        start_layer=8,
+        layer_sep=4,
     ),
 }
 

@@ -37,11 +37,13 @@ from bench_tokens import token_lengths
 from bench_verdicts import BASELINE, cpu_flags, native_bf16
 
 ENCODERS = ("minilm", "xlmr-base")
-ALL_MODELS = ("minilm", "xlmr-base", "llm")
+DECODERS = ("llm", "layerwise", "lightweight")
+DEFAULT_MODELS = ("minilm", "xlmr-base", "llm")  # what a run without --models measures
+ALL_MODELS = ENCODERS + DECODERS
 # Default pair counts, sized so a full run (every peer swept over SWEEP, REPEATS repeats) takes about 35 minutes
 # on a quiet 2-core machine; see benchmarks/README.md for the estimate. --pairs / --llm-pairs override them.
-DEFAULT_PAIRS = {"minilm": 512, "xlmr-base": 128, "llm": 32}
-QUICK_PAIRS = {"minilm": 64, "xlmr-base": 64, "llm": 8}
+DEFAULT_PAIRS = {"minilm": 512, "xlmr-base": 128, "llm": 32, "layerwise": 32, "lightweight": 32}
+QUICK_PAIRS = {"minilm": 64, "xlmr-base": 64, "llm": 8, "layerwise": 8, "lightweight": 8}
 SWEEP = (4, 8, 16, 32, 64, 128)
 REPEATS = 3
 # The peers whose batch size is swept, and the batch size each uses when none is given (FlagEmbedding 1.4.2's
@@ -63,7 +65,7 @@ class Variant:
 # Adding a variant is one line here (plus, for a new flag, one add_argument in parse_args).
 VARIANTS: tuple[Variant, ...] = (
     Variant(BASELINE, "flagembedding"),
-    Variant("FlagEmbedding bf16", "flagembedding", {"use_bf16": True}, models=("llm",), flag="use_bf16"),
+    Variant("FlagEmbedding bf16", "flagembedding", {"use_bf16": True}, models=DECODERS, flag="use_bf16"),
     Variant("sentence-transformers fp32", "sentence-transformers", models=ENCODERS),
     Variant("autorerank fp32", "autorerank"),
     Variant("autorerank bf16", "autorerank", {"use_bf16": True}, flag="use_bf16"),
@@ -98,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--llm-pairs",
         type=int,
-        help=f"pairs for the LLM reranker (default {DEFAULT_PAIRS['llm']}; --quick: {QUICK_PAIRS['llm']})",
+        help=f"pairs per decoder reranker (default {DEFAULT_PAIRS['llm']}; --quick: {QUICK_PAIRS['llm']})",
     )
     parser.add_argument(
         "--sweep",
@@ -117,8 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--models",
-        default=",".join(ALL_MODELS),
-        help=f"comma list of {', '.join(ALL_MODELS)}, qwen3 (Qwen3-Reranker-shaped: bench_qwen3.py)",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma list of {', '.join(ALL_MODELS)} (default {','.join(DEFAULT_MODELS)}), qwen3 "
+        "(Qwen3-Reranker-shaped: bench_qwen3.py)",
     )
     parser.add_argument("--qwen3-pairs", type=int, default=32, help="pairs for qwen3 (default 32)")
     parser.add_argument(

@@ -244,6 +244,18 @@ def test_fp32_target_met_reports_the_fraction_of_the_matmul_peak() -> None:
     assert "75% of the fp32 matmul peak (FlagEmbedding 60%)" in verdict.detail
 
 
+def test_layer_kinds_need_one_and_a_half_times_the_peer_with_its_scores() -> None:
+    same = row("autorerank fp32", [120.0] * 3, model="layerwise", scores=[s + 5e-4 for s in SCORES])  # 1.5x
+    (met,) = only(verdicts([*fe_sweep("layerwise"), same], {}, 0.0, has_native_bf16=False), "fp32")
+    assert met.status == MET and "scores within 5.0e-04 of FE's" in met.detail
+    drifted = row("autorerank fp32", [120.0] * 3, model="lightweight", scores=[s + 2e-3 for s in SCORES])
+    (missed,) = only(verdicts([*fe_sweep("lightweight"), drifted], {}, 0.0, has_native_bf16=False), "fp32")
+    assert missed.status == NOT_MET
+    slow = row("autorerank fp32", [110.0] * 3, model="layerwise")  # 1.38x: enough on MiniLM, not here
+    (slower,) = only(verdicts([*fe_sweep("layerwise"), slow], {}, 0.0, has_native_bf16=False), "fp32")
+    assert slower.status == NOT_MET and "target >= 1.5x" in slower.detail
+
+
 def test_a_target_whose_rows_are_missing_is_not_measured() -> None:
     found = verdicts(fe_sweep(), {}, 0.0, has_native_bf16=True)
     assert {v.status for v in only(found, "fp32")} == {NOT_MEASURED}
