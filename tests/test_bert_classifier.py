@@ -21,7 +21,7 @@ from transformers import (
 
 from autorerank import AutoReranker
 from autorerank.loading import read_json, read_safetensors
-from autorerank.models import bert_classifier
+from autorerank.models import linear
 from autorerank.models.bert_classifier import FastBertClassifier, fast_bert_classifier, read_bert_classifier
 
 FIXTURE_MODELS = ["enc/bge-reranker-v2-m3", "enc-bert/bge-reranker-base"]
@@ -87,7 +87,7 @@ def test_activations_with_and_without_a_fused_kernel(
 def test_the_portable_path_gives_the_same_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without oneDNN (CUDA, other torch builds) the layer runs on F.linear: same numbers."""
     model = AutoModelForSequenceClassification.from_pretrained(fixture_path(FIXTURE_MODELS[1])).eval()
-    monkeypatch.setattr(bert_classifier, "onednn_linear", lambda: None)
+    monkeypatch.setattr(linear, "onednn_linear", lambda: None)
     _assert_same_logits(model, _padded_batch(model, [14, 6, 20]))
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat import onednn_linear
+from .linear import ACTIVATIONS, Activation, activated_linear, linear
 
 __all__ = [
     "BertShape",
@@ -40,10 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Activation = Callable[[torch.Tensor], torch.Tensor]
-
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 # Sequence classifiers whose layers, embeddings and heads have the layout read below: their family.
 _SUPPORTED = {
@@ -58,7 +55,7 @@ _SIZES = (
     "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
 )  # fmt: skip
 # Activations computed here exactly as transformers computes them (others come from a transformers model only).
-_ACTIVATIONS: dict[str, Activation] = {"gelu": F.gelu, "relu": F.relu}
+_NATIVE_ACTIVATIONS = ("gelu", "relu")
 
 
 class ClassifierOutput(NamedTuple):
@@ -159,7 +156,9 @@ def fast_bert_classifier(model: nn.Module) -> FastBertClassifier | None:
     if shape is None:
         return None
     intermediate: Any = model.get_submodule(f"{shape.prefix}encoder.layer.0.intermediate")
-    activation: Activation = intermediate.intermediate_act_fn
+    # transformers' own activation module; fused into the GEMM where oneDNN computes the same function
+    known = ACTIVATIONS.get(shape.hidden_act) if isinstance(shape.hidden_act, str) else None
+    activation = Activation(intermediate.intermediate_act_fn, known.onednn if known else None)
     return FastBertClassifier(shape, dict(model.state_dict()), activation)
 
 
@@ -170,9 +169,9 @@ def read_bert_classifier(
     load it: a class or activation this module does not compute, or weights that do not fit the config (then
     transformers' loader reports what is wrong). ``read_weights`` runs only once the config is known to fit."""
     shape = BertShape.from_config(config)
-    activation = _ACTIVATIONS.get(shape.hidden_act) if shape and isinstance(shape.hidden_act, str) else None
-    if shape is None or activation is None:
+    if shape is None or shape.hidden_act not in _NATIVE_ACTIVATIONS:
         return None
+    activation = ACTIVATIONS[str(shape.hidden_act)]
     weights = read_weights()
     if weights is None:
         return None
@@ -283,39 +282,6 @@ class Embeddings(nn.Module):
         return self.norm(summed)  # (B, T, H)
 
 
-def _onednn_activation(hidden_act: object) -> tuple[str, str] | None:
-    """The oneDNN post-op computing transformers' ``hidden_act`` exactly, or None (then applied separately)."""
-    return (
-        {"gelu": ("gelu", "none"), "relu": ("relu", "")}.get(hidden_act)
-        if isinstance(hidden_act, str)
-        else None
-    )
-
-
-def _fused_linear_for(tensor: torch.Tensor) -> Any | None:
-    """oneDNN's fused linear where it serves ``tensor`` (CPU, float32 or bfloat16), else None (``F.linear``).
-
-    ``onednn_linear`` is cached, so this costs a dictionary lookup per GEMM; the op itself is not stored on the
-    modules because it cannot be pickled.
-    """
-    if tensor.device.type != "cpu" or tensor.dtype not in _ONEDNN_DTYPES:
-        return None
-    return onednn_linear()
-
-
-def _linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, residual: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``x @ weight.T + bias (+ residual)``, in one oneDNN call on CPUs."""
-    fused = _fused_linear_for(x)
-    if fused is not None:
-        if residual is not None:
-            return fused.binary(x, residual.contiguous(), weight, bias, "add")
-        return fused(x, weight, bias, "none", [], "")
-    out = F.linear(x, weight, bias)
-    return out if residual is None else out + residual
-
-
 class FusedEncoderLayer(nn.Module):
     """One post-norm transformer layer with a single QKV projection."""
 
@@ -335,7 +301,6 @@ class FusedEncoderLayer(nn.Module):
         self.attention_norm = _frozen_norm(weights, f"{prefix}attention.output.LayerNorm", shape.norm_eps)
         self.up = _frozen_linear(weights, f"{prefix}intermediate.dense")
         self.activation = activation
-        self.onednn_activation = _onednn_activation(shape.hidden_act)
         self.down = _frozen_linear(weights, f"{prefix}output.dense")
         self.output_norm = _frozen_norm(weights, f"{prefix}output.LayerNorm", shape.norm_eps)
 
@@ -346,28 +311,18 @@ class FusedEncoderLayer(nn.Module):
         heads, head_size = self.heads, width // self.heads
         if first_token_only:
             hidden_first = hidden[:, :1].contiguous()  # (B, 1, H)
-            query = _linear(hidden_first, self.qkv_weight[:width], self.qkv_bias[:width])  # (B, 1, H)
+            query = linear(hidden_first, self.qkv_weight[:width], self.qkv_bias[:width])  # (B, 1, H)
             query = query.view(batch, 1, heads, head_size).transpose(1, 2)  # (B, h, 1, d)
-            key_value = _linear(hidden, self.qkv_weight[width:], self.qkv_bias[width:])  # (B, T, 2H)
+            key_value = linear(hidden, self.qkv_weight[width:], self.qkv_bias[width:])  # (B, T, 2H)
             key_value = key_value.view(batch, length, 2, heads, head_size)
             key, value = key_value.permute(2, 0, 3, 1, 4)  # each (B, h, T, d)
             hidden, length = hidden_first, 1
         else:
-            qkv = _linear(hidden, self.qkv_weight, self.qkv_bias)  # (B, T, 3H)
+            qkv = linear(hidden, self.qkv_weight, self.qkv_bias)  # (B, T, 3H)
             query, key, value = qkv.view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)  # (B, h, T, d)
         context = context.transpose(1, 2).reshape(batch, length, width)  # (B, T, H)
-        out = self.attention_out
-        attended = self.attention_norm(_linear(context, out.weight, out.bias, residual=hidden))
-        return self.output_norm(
-            _linear(self._up(attended), self.down.weight, self.down.bias, residual=attended)
-        )
-
-    def _up(self, x: torch.Tensor) -> torch.Tensor:
-        """The first feed-forward GEMM and its activation (one oneDNN call for GELU and ReLU on CPUs)."""
-        if self.onednn_activation is not None:
-            fused = _fused_linear_for(x)
-            if fused is not None:
-                name, algorithm = self.onednn_activation
-                return fused(x, self.up.weight, self.up.bias, name, [], algorithm)
-        return self.activation(_linear(x, self.up.weight, self.up.bias))
+        out, up, down = self.attention_out, self.up, self.down
+        attended = self.attention_norm(linear(context, out.weight, out.bias, residual=hidden))
+        inner = activated_linear(attended, up.weight, up.bias, self.activation)  # (B, T, I)
+        return self.output_norm(linear(inner, down.weight, down.bias, residual=attended))

@@ -9,11 +9,11 @@ rather than a second copy of the block, and each default is the one that reprodu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .linear import Activation, activated_linear, gated_linear, linear
 
 __all__ = [
     "GatedMLP",
@@ -98,17 +98,21 @@ def repeat_kv(x: Tensor, groups: int) -> Tensor:
 
 
 class GatedMLP(nn.Module):
-    """``down(act(gate(x)) * up(x))``, bias-free: SwiGLU with SiLU (MiniCPM), GeGLU with tanh-GELU (Gemma2)."""
+    """``down(act(gate(x)) * up(x))``, bias-free: SwiGLU with SiLU (MiniCPM), GeGLU with tanh-GELU (Gemma2).
 
-    def __init__(self, width: int, intermediate: int, activation: Callable[[Tensor], Tensor]) -> None:
+    On CPUs the activation rides on the gate GEMM and the product on the up GEMM (``autorerank.models.linear``).
+    """
+
+    def __init__(self, width: int, intermediate: int, activation: Activation) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(width, intermediate, bias=False)
         self.up_proj = nn.Linear(width, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, width, bias=False)
-        self.act_fn = activation  # a parameter-free module or function: adds nothing to the state dict
+        self.activation = activation  # parameter-free: adds nothing to the state dict
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))  # (..., H)
+        gate = activated_linear(x, self.gate_proj.weight, None, self.activation)  # (..., I)
+        return linear(gated_linear(x, self.up_proj.weight, gate), self.down_proj.weight)  # (..., H)
 
 
 class GroupedQueryAttention(nn.Module):
@@ -147,14 +151,25 @@ class GroupedQueryAttention(nn.Module):
         if last_only:
             q_in, q_cos, q_sin, q_mask = x[:, -1:], cos[..., -1:, :], sin[..., -1:, :], mask[..., -1:, :]
         q_len = q_in.shape[1]
-        q = self.q_proj(q_in).view(batch, q_len, self.heads, self.head_dim).transpose(1, 2)  # (B, h, Tq, D)
-        k = self.k_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, kv, T, D)
-        v = self.v_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, kv, T, D)
+        q = (
+            _project(self.q_proj, q_in).view(batch, q_len, self.heads, self.head_dim).transpose(1, 2)
+        )  # (B, h, Tq, D)
+        k = (
+            _project(self.k_proj, x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, kv, T, D)
+        v = (
+            _project(self.v_proj, x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, kv, T, D)
         q, k = apply_rotary(q, q_cos, q_sin), apply_rotary(k, cos, sin)
         groups = self.heads // self.kv_heads
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, h, T, D)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask, scale=self.scale)  # (B, h, Tq, D)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, q_len, self.heads * self.head_dim))
+        return _project(self.o_proj, out.transpose(1, 2).reshape(batch, q_len, self.heads * self.head_dim))
+
+
+def _project(projection: nn.Linear, x: Tensor) -> Tensor:
+    """``projection(x)`` through :func:`autorerank.models.linear.linear` (oneDNN on CPUs)."""
+    return linear(x, projection.weight, projection.bias)
 
 
 class ScoreHead(nn.Module):

@@ -17,13 +17,11 @@ shallowest requested layer always uses ``lm_head[0]``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -31,6 +29,7 @@ from ..compat import dtype_kwargs, init_zeros_
 from ..errors import ModelLoadError
 from ..loading import load_pretrained
 from .decoder import GatedMLP, GroupedQueryAttention, RMSNorm, ScoreHead, rotary_table
+from .linear import ACTIVATIONS
 
 __all__ = [
     "CostWiseGemmaConfig",
@@ -124,7 +123,7 @@ def compress_passages(
 
 
 # Gemma2's GeGLU activation, fixed (not read from ``hidden_activation``) as the published scores were made.
-_gelu_tanh = functools.partial(F.gelu, approximate="tanh")
+_gelu_tanh = ACTIVATIONS["gelu_pytorch_tanh"]
 
 
 class _DecoderLayer(nn.Module):

@@ -31,6 +31,7 @@ from ..compat import dtype_kwargs
 from ..errors import ModelLoadError
 from ..loading import load_pretrained
 from .decoder import GatedMLP, GroupedQueryAttention, RMSNorm, ScoreHead, rotary_table
+from .linear import ACTIVATIONS, Activation
 
 __all__ = [
     "MiniCPMLayerwiseConfig",
@@ -132,7 +133,7 @@ class MiniCPMDecoderLayer(nn.Module):
             head_dim(config),
             bias=config.attention_bias,
         )
-        self.mlp = GatedMLP(width, config.intermediate_size, ACT2FN[config.hidden_act])
+        self.mlp = GatedMLP(width, config.intermediate_size, _activation(config.hidden_act))
         self.input_layernorm = RMSNorm(width, eps)
         self.post_attention_layernorm = RMSNorm(width, eps)
         # MiniCPM's depth-scaled residuals ("muP"): every branch is damped by the same constant.
@@ -144,6 +145,11 @@ class MiniCPMDecoderLayer(nn.Module):
         attn = self.self_attn(self.input_layernorm(x), cos, sin, mask, last_only=last_only)
         h = residual + attn * self.residual_scale
         return h + self.mlp(self.post_attention_layernorm(h)) * self.residual_scale
+
+
+def _activation(hidden_act: str) -> Activation:
+    """The config's activation, fused into the gate GEMM where oneDNN computes it (SiLU, the published one)."""
+    return ACTIVATIONS.get(hidden_act) or Activation(ACT2FN[hidden_act])
 
 
 class MiniCPMBackbone(nn.Module):
