@@ -54,8 +54,6 @@ _SIZES = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
     "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
 )  # fmt: skip
-# Activations computed here exactly as transformers computes them (others come from a transformers model only).
-_NATIVE_ACTIVATIONS = ("gelu", "relu")
 
 
 class ClassifierOutput(NamedTuple):
@@ -169,8 +167,8 @@ def read_bert_classifier(
     load it: a class or activation this module does not compute, or weights that do not fit the config (then
     transformers' loader reports what is wrong). ``read_weights`` runs only once the config is known to fit."""
     shape = BertShape.from_config(config)
-    if shape is None or shape.hidden_act not in _NATIVE_ACTIVATIONS:
-        return None
+    if shape is None or shape.hidden_act not in ACTIVATIONS:
+        return None  # others (gelu_new, ...) come from a transformers model's own activation module
     activation = ACTIVATIONS[str(shape.hidden_act)]
     weights = read_weights()
     if weights is None:
