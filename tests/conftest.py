@@ -69,14 +69,15 @@ def fixture_path(fixture: str) -> str:
     return str(FIXTURES / fixture)
 
 
-def score_module(kind_name: str, fixture: str):
-    """A kind's score module over freshly loaded weights, as ``build_runtime`` hands it to other runtimes."""
+def score_module(kind_name: str, fixture: str, *, scoring_only: bool = False):
+    """A kind's score module over freshly loaded weights, as ``build_runtime`` hands it to other runtimes
+    (``scoring_only``: as a reranker without an adapter loads it for the torch and OpenVINO backends)."""
     from autorerank.kinds.base import ModelSource
     from autorerank.registry import kind_named
     from autorerank.tokenization import load_tokenizer
 
     kind, path = kind_named(kind_name), fixture_path(fixture)
-    model = kind.load(ModelSource(path))
+    model = kind.load(ModelSource(path, scoring_only=scoring_only))
     return kind.export_module(model, kind.prepare(load_tokenizer(path), model))
 
 

@@ -68,3 +68,12 @@ def test_activations_compute_what_their_names_say() -> None:
     torch.testing.assert_close(ACTIVATIONS["gelu"].fn(x), 0.5 * x * (1 + torch.erf(x / 2**0.5)))
     tanh_gelu = 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
     torch.testing.assert_close(ACTIVATIONS["gelu_pytorch_tanh"].fn(x), tanh_gelu)
+
+
+def test_a_tracer_records_the_portable_op() -> None:
+    """OpenVINO's converter traces the module: it must see aten::linear, not torch's internal oneDNN op."""
+    x, weight, bias, other = _tensors(torch.float32)
+    traced = torch.jit.trace(lambda x: linear.linear(x, weight, bias, residual=other), x)
+    graph = str(traced.graph)
+    assert "aten::linear" in graph and "mkldnn" not in graph
+    torch.testing.assert_close(traced(x), F.linear(x, weight, bias) + other)

@@ -71,6 +71,17 @@ def test_int8_replaces_every_linear_weight(name, per_layer, after_layers):
     assert openvino_backend._int8_weights(ov, converted) == 0  # nothing float32 is left to replace
 
 
+def test_int8_replaces_every_linear_weight_of_the_lean_classifier():
+    """What the reranker converts: fused QKV per layer, the last layer's query and key/value halves apart."""
+    ov = pytest.importorskip("openvino")
+    module = score_module(KINDS["enc-bert"], golden_case(CASES["enc-bert"])["fixture"], scoring_only=True)
+    assert type(module.model).__name__ == "FastBertClassifier"
+    converted = openvino_backend._convert(ov, module)
+    layers = module.config.num_hidden_layers
+    assert openvino_backend._int8_weights(ov, converted) == 4 * layers + 1 + 2  # + pooler and head
+    assert openvino_backend._int8_weights(ov, converted) == 0
+
+
 @pytest.mark.parametrize("name", ["enc-bert", "llm"])
 def test_batching_and_padding_do_not_change_fp32_scores(name):
     pairs = golden_case(CASES[name])["pairs"]

@@ -73,7 +73,7 @@ class Reranker:
             self.dtype,
             settings.cache_dir,
             settings.trust_remote_code,
-            scoring_only=settings.backend == "torch" and not settings.peft_path,
+            scoring_only=settings.backend in ("torch", "openvino") and not settings.peft_path,
         )
         self.config = read_json(source.path, "config.json", source.cache_dir)
         kind.check_checkpoint(source, self.config)

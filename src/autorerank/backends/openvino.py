@@ -57,12 +57,13 @@ def load_openvino_runtime(module: ScoreModule, *, quantize: str | None) -> OpenV
             f"The OpenVINO conversion of {type(module.model).__name__} does not reproduce the torch scores "
             f"(max error {error:.3g}); use backend='torch' for this model."
         )
-    if quantize == "int8":
-        logger.info("int8 weights for %d linear layers", _int8_weights(ov, converted))
-        runtime = OpenVinoRuntime(
-            module, core.compile_model(converted, "CPU", _compile_config(quantize, core)), quantize
-        )
-    return runtime
+    if quantize != "int8":
+        return runtime
+    del runtime  # the float32 compiled model has served its check; not held while the int8 one compiles
+    logger.info("int8 weights for %d linear layers", _int8_weights(ov, converted))
+    return OpenVinoRuntime(
+        module, core.compile_model(converted, "CPU", _compile_config(quantize, core)), quantize
+    )
 
 
 def _convert(ov: Any, module: ScoreModule) -> Any:

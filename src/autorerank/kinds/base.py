@@ -63,8 +63,8 @@ class ModelSource:
     dtype: torch.dtype = torch.float32
     cache_dir: str | None = None
     trust_remote_code: bool = False
-    # The model will only score through the torch runtime (no export, no adapter to merge): a kind may then build
-    # a leaner module of its own straight from the checkpoint instead of transformers' model.
+    # The model will only score through torch or be traced for OpenVINO, with no adapter to merge: a kind may then
+    # build a leaner module of its own straight from the checkpoint instead of transformers' model.
     scoring_only: bool = False
 
 

@@ -47,8 +47,8 @@ def _fused_for(tensor: torch.Tensor) -> Any | None:
     ``onednn_linear`` is cached, so this costs a dictionary lookup per GEMM; the op itself is not stored on modules
     because it cannot be pickled.
     """
-    if tensor.device.type != "cpu" or tensor.dtype not in _ONEDNN_DTYPES:
-        return None
+    if tensor.device.type != "cpu" or tensor.dtype not in _ONEDNN_DTYPES or torch.jit.is_tracing():
+        return None  # a tracer (OpenVINO's converter) records F.linear, which every runtime knows
     return onednn_linear()
 
 
