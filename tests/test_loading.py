@@ -211,6 +211,23 @@ def test_another_dtype_is_read_one_tensor_at_a_time_into_the_same_weights(fixtur
         assert ours_state[name].dtype == tensor.dtype and torch.equal(ours_state[name], tensor), name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_read_safetensors_gives_the_stored_weights_in_the_asked_dtype(monkeypatch, dtype):
+    """Large tensors to convert are read in row blocks (a block of 1 KiB here, so every matrix is), same values;
+    a file already in the dtype stays memory-mapped, also the same values."""
+    from safetensors.torch import load_file
+
+    from autorerank import loading
+
+    monkeypatch.setattr(loading, "_BLOCK_BYTES", 1024)
+    path = fixture_path(ENC)
+    read = loading.read_safetensors(path, dtype)
+    stored = load_file(str(Path(path) / "model.safetensors"))
+    assert read is not None and read.keys() == stored.keys()
+    for name, tensor in stored.items():
+        assert read[name].dtype == dtype and torch.equal(read[name], tensor.to(dtype)), name
+
+
 def test_a_sharded_checkpoint_is_read_from_every_shard(tmp_path):
     import transformers
 
@@ -236,7 +253,9 @@ def test_transformers_own_path_serves_the_other_cases(tmp_path):
     auto, path = transformers.AutoModelForCausalLM, str(fixture_path(LLM))
     assert loading._converted_weights(auto, path, {"dtype": torch.float32}) is None  # stored as float32
     assert loading._converted_weights(auto, path, {}) is None
-    assert loading._converted_weights(auto, path, {"dtype": torch.bfloat16, "trust_remote_code": True}) is None
+    assert (
+        loading._converted_weights(auto, path, {"dtype": torch.bfloat16, "trust_remote_code": True}) is None
+    )
     assert loading._converted_weights(auto, "org/not-local", {"dtype": torch.bfloat16}) is None
     assert loading._converted_weights(auto, str(tmp_path), {"dtype": torch.bfloat16}) is None  # no weights
     keeps_float32 = type("KeepsNorms", (transformers.GemmaForCausalLM,), {"_keep_in_fp32_modules": ["norm"]})
