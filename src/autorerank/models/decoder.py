@@ -146,25 +146,25 @@ class GroupedQueryAttention(nn.Module):
 
         ``cos``/``sin``: (T, D) or (B, 1, T, D); ``mask``: (B, 1, T, T), boolean (True = attend) or additive.
         """
-        batch, seq, _ = x.shape
+        batch = x.shape[0]
         q_in, q_cos, q_sin, q_mask = x, cos, sin, mask
         if last_only:
             q_in, q_cos, q_sin, q_mask = x[:, -1:], cos[..., -1:, :], sin[..., -1:, :], mask[..., -1:, :]
         q_len = q_in.shape[1]
-        q = (
-            _project(self.q_proj, q_in).view(batch, q_len, self.heads, self.head_dim).transpose(1, 2)
-        )  # (B, h, Tq, D)
-        k = (
-            _project(self.k_proj, x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, kv, T, D)
-        v = (
-            _project(self.v_proj, x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, kv, T, D)
+        q = _split_heads(_project(self.q_proj, q_in), self.heads)  # (B, h, Tq, D)
+        k = _split_heads(_project(self.k_proj, x), self.kv_heads)  # (B, kv, T, D)
+        v = _split_heads(_project(self.v_proj, x), self.kv_heads)  # (B, kv, T, D)
         q, k = apply_rotary(q, q_cos, q_sin), apply_rotary(k, cos, sin)
         groups = self.heads // self.kv_heads
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, h, T, D)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask, scale=self.scale)  # (B, h, Tq, D)
         return _project(self.o_proj, out.transpose(1, 2).reshape(batch, q_len, self.heads * self.head_dim))
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, T, heads * D) -> (B, heads, T, D)."""
+    batch, length, _ = x.shape
+    return x.view(batch, length, heads, -1).transpose(1, 2)
 
 
 def _project(projection: nn.Linear, x: Tensor) -> Tensor:
