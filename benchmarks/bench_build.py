@@ -113,6 +113,18 @@ def _bpe_tokenizer(spec: ModelSpec, sentencepiece_model: Path) -> Any:
     return tokenizer
 
 
+def _decoder_sizes(spec: ModelSpec) -> dict[str, int]:
+    """The config sizes every decoder builder takes from its spec."""
+    return {
+        "vocab_size": spec.vocab_size,
+        "hidden_size": spec.hidden,
+        "intermediate_size": spec.intermediate,
+        "num_hidden_layers": spec.layers,
+        "num_attention_heads": spec.heads,
+        "num_key_value_heads": spec.kv_heads,
+    }
+
+
 def _save(model: Any, tokenizer: Any, out: Path) -> None:
     model.eval().save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -125,12 +137,7 @@ def build_llm(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> None:
 
     tokenizer = _bpe_tokenizer(spec, sentencepiece_model)
     config = GemmaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden,
-        intermediate_size=spec.intermediate,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.kv_heads,
+        **_decoder_sizes(spec),
         head_dim=spec.head_dim,
         max_position_embeddings=8192,
         hidden_activation="gelu_pytorch_tanh",
@@ -156,12 +163,7 @@ def build_layerwise(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> No
 
     tokenizer = _bpe_tokenizer(spec, sentencepiece_model)
     config = LayerWiseMiniCPMConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden,
-        intermediate_size=spec.intermediate,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.kv_heads,
+        **_decoder_sizes(spec),
         hidden_act="silu",
         max_position_embeddings=2048,
         rms_norm_eps=1e-5,
@@ -192,12 +194,7 @@ def build_lightweight(spec: ModelSpec, out: Path, sentencepiece_model: Path) -> 
 
     tokenizer = _bpe_tokenizer(spec, sentencepiece_model)
     config = CostWiseGemmaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden,
-        intermediate_size=spec.intermediate,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.kv_heads,
+        **_decoder_sizes(spec),
         head_dim=spec.head_dim,
         hidden_activation="gelu_pytorch_tanh",
         max_position_embeddings=8192,
