@@ -197,20 +197,13 @@ def read_safetensors(
                     )
                     state.update(_read_converted(file, handle, dtype))
                 else:
-                    state.update(_read_all([handle], dtype))
+                    names: list[str] = handle.keys()
+                    state.update((name, handle.get_tensor(name)) for name in names)  # mapped, as stored
             return state
     except TypeError:  # a safetensors without the pread backend (before 0.7)
         return None
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(_unreadable_weights(model_name_or_path, cache_dir, exc)) from exc
-
-
-def _read_all(handles: list[Any], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
-    for handle in handles:
-        names: list[str] = handle.keys()
-        state.update((name, _converted(handle.get_tensor(name), dtype)) for name in names)
-    return state
 
 
 def _read_converted(file: Path, handle: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
