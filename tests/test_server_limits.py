@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 
 KEY = "sk-limits-93ac1d"
 SLOW, BROKEN = "the model is slow", "the model breaks"
-SLOW_SECONDS = 1.5
+SLOW_SECONDS = 3.0  # the window in which a test sees what waits behind the busy model: 1.5 s was once too short in CI
 ATOL = 2e-5
 QUERY = "what is a giant panda?"
 DOCUMENTS = ["The giant panda is a bear.", "Paris is in France.", "Pandas eat bamboo."]
