@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from training_support import load_training_script
 
-_PATH = Path(__file__).resolve().parents[1] / "training" / "prepare_data.py"
-_SPEC = importlib.util.spec_from_file_location("prepare_data", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-prepare = importlib.util.module_from_spec(_SPEC)
-sys.modules["prepare_data"] = prepare  # dataclasses look their module up by name
-_SPEC.loader.exec_module(prepare)
+prepare = load_training_script("prepare_data")
 
 TRANSLATION = """Package: zstd
 Description-md5: 1

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from training_support import load_training_script
 
-_PATH = Path(__file__).resolve().parents[1] / "training" / "train.py"
-_SPEC = importlib.util.spec_from_file_location("train", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-train = importlib.util.module_from_spec(_SPEC)
-sys.modules["train"] = train  # dataclasses look their module up by name
-_SPEC.loader.exec_module(train)
+train = load_training_script("train")
 
 QUERIES = 6
 PASSAGES = 60  # p0..p59; query qI's relevant passage is pI, its BM25 list the next 10 passages
