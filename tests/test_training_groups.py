@@ -57,3 +57,8 @@ def test_without_random_negatives_every_negative_comes_from_bm25(data: Path) -> 
     for query, passages in groups(data, group=4, random_negatives=0, negatives_from=11):
         number = int(query.split()[1])
         assert all(number < int(text.split()[1]) <= number + 10 for text in passages[1:])
+
+
+def test_more_random_negatives_than_the_group_holds_is_refused(data: Path) -> None:
+    with pytest.raises(ValueError, match="random-negatives must be 0 to 3"):
+        groups(data, group=4, random_negatives=4)

@@ -93,6 +93,8 @@ def training_groups(config: TrainConfig, rng: random.Random) -> list[tuple[str, 
     qrels = read_qrels(data / "qrels-train.txt")
     run = read_run(data / "bm25-train.trec", config.negatives_from)
     hard = config.group - 1 - config.random_negatives
+    if not 0 <= config.random_negatives <= config.group - 1:
+        raise ValueError(f"--random-negatives must be 0 to {config.group - 1} (the group's wrong passages)")
     usable = sorted(qid for qid in queries if len(set(run.get(qid, [])) - qrels[qid]) >= hard)
     groups = []
     for qid in rng.sample(usable, config.queries):
