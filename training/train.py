@@ -92,14 +92,15 @@ def training_groups(config: TrainConfig, rng: random.Random) -> list[tuple[str, 
     queries = read_jsonl(data / "queries-train.jsonl")
     qrels = read_qrels(data / "qrels-train.txt")
     run = read_run(data / "bm25-train.trec", config.negatives_from)
-    hard = config.group - 1 - config.random_negatives
     if not 0 <= config.random_negatives <= config.group - 1:
         raise ValueError(f"--random-negatives must be 0 to {config.group - 1} (the group's wrong passages)")
-    usable = sorted(qid for qid in queries if len(set(run.get(qid, [])) - qrels[qid]) >= hard)
+    hard = config.group - 1 - config.random_negatives
+    wrong = {qid: [p for p in run.get(qid, []) if p not in qrels[qid]] for qid in queries}  # BM25 order
+    usable = sorted(qid for qid in queries if len(wrong[qid]) >= hard)
     groups = []
     for qid in rng.sample(usable, config.queries):
         positive = rng.choice(sorted(qrels[qid]))
-        negatives = rng.sample([p for p in run[qid] if p not in qrels[qid]], hard)
+        negatives = rng.sample(wrong[qid], hard)
         while len(negatives) < config.group - 1:
             candidate = rng.choice(corpus)
             if candidate not in qrels[qid] and candidate not in negatives:
