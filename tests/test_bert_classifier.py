@@ -100,13 +100,17 @@ def test_the_last_layer_runs_on_the_first_token_only() -> None:
         layer.output_norm.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
         for layer in fast.layers
     ]
-    inputs = _padded_batch(model, [11, 7])
+    inputs = _padded_batch(model, [40, 9, 30])
     with torch.no_grad():
         fast(**inputs)
     for hook in hooks:
         hook.remove()
     width = model.config.hidden_size
-    assert seen == [(2, 11, width)] * (len(fast.layers) - 1) + [(2, 1, width)]
+    every_token, first_tokens = (
+        linear.padded_rows(torch.zeros(rows, width)).shape[0] for rows in (3 * 40, 3)
+    )
+    assert first_tokens < every_token
+    assert seen == [(every_token, width)] * (len(fast.layers) - 1) + [(first_tokens, width)]
 
 
 def test_it_keeps_the_parameter_count_and_releases_the_separate_projections() -> None:

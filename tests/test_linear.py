@@ -77,3 +77,23 @@ def test_a_tracer_records_the_portable_op() -> None:
     graph = str(traced.graph)
     assert "aten::linear" in graph and "mkldnn" not in graph
     torch.testing.assert_close(traced(x), F.linear(x, weight, bias) + other)
+
+
+def test_padded_rows_append_zero_rows_up_to_a_few_sizes_on_onednn(path: str) -> None:
+    sizes = set()
+    for count in range(1, 3000):
+        rows = torch.full((count, 4), 2.0)
+        padded = linear.padded_rows(rows)
+        if path == "portable":
+            assert padded is rows
+            continue
+        assert torch.equal(padded[:count], rows) and not padded[count:].any()
+        assert count <= padded.shape[0] < max(17, count + max(8, count / 8))
+        sizes.add(padded.shape[0])
+    if path == "onednn":
+        assert len(sizes) < 100  # 2,999 row counts share a few GEMM shapes
+
+
+def test_padded_rows_leave_other_devices_and_dtypes_alone() -> None:
+    rows = torch.ones(21, 4, dtype=torch.float64)
+    assert linear.padded_rows(rows) is rows

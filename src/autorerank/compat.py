@@ -33,11 +33,12 @@ __all__ = [
     "quiet_weight_loading",
 ]
 
-# oneDNN keeps every primitive it builds (1024 by default), and each GEMM shape is a new one: a reranker's
-# length-sorted batches build hundreds, about 150 MiB on MiniLM-L6 for no measurable speed (tests on the speed
-# benchmark: 16 keeps the current batch's). Read when oneDNN builds its first primitive; a value set by the user
-# wins, and a process that used oneDNN before keeps its cache as it is.
-ONEDNN_CACHE_CAPACITY = "16"
+# oneDNN keeps every primitive it builds (1024 by default), and each GEMM shape is a new one. autorerank's own
+# models round their GEMMs' row counts to a few sizes (models/linear.py: 31 primitives for 512 MiniLM-L6 pairs), so
+# 64 keeps all of theirs, while models run by transformers, whose every batch is a new shape, cannot fill the cache
+# with hundreds (about 150 MiB on MiniLM-L6 at 1024). Read when oneDNN builds its first primitive; a value set by
+# the user wins, and a process that used oneDNN before keeps its cache as it is.
+ONEDNN_CACHE_CAPACITY = "64"
 
 logger = logging.getLogger(__name__)
 

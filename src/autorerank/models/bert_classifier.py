@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat import onednn_linear
-from .linear import ACTIVATIONS, Activation, activated_linear, linear
+from .linear import ACTIVATIONS, Activation, activated_linear, linear, padded_rows, rows_of
 
 __all__ = [
     "BertShape",
@@ -219,11 +219,13 @@ class FastBertClassifier(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> ClassifierOutput:
         hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        batch, length, width = hidden.shape
+        rows = padded_rows(hidden.view(batch * length, width))  # (R, H): the tokens, then zero rows
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys each row may attend to
         *inner, last = self.layers
         for layer in inner:
-            hidden = layer(hidden, keep)
-        first = last(hidden, keep, first_token_only=True)[:, 0]  # (B, H)
+            rows = layer(rows, keep)
+        first = last(rows, keep, first_token_only=True)[:batch]  # (B, H)
         head = self.pooler if self.family == "bert" else self.dense
         return ClassifierOutput(logits=self.classifier(torch.tanh(head(first))))  # (B, 1)
 
@@ -302,25 +304,25 @@ class FusedEncoderLayer(nn.Module):
         self.down = _frozen_linear(weights, f"{prefix}output.dense")
         self.output_norm = _frozen_norm(weights, f"{prefix}output.LayerNorm", shape.norm_eps)
 
-    def forward(
-        self, hidden: torch.Tensor, keep: torch.Tensor, first_token_only: bool = False
-    ) -> torch.Tensor:
-        batch, length, width = hidden.shape
-        heads, head_size = self.heads, width // self.heads
+    def forward(self, rows: torch.Tensor, keep: torch.Tensor, first_token_only: bool = False) -> torch.Tensor:
+        """(R, H) -> (R, H): ``rows`` holds the batch's B x T tokens first (``keep`` is (B, 1, 1, T)), then rows
+        that only pad the GEMMs (:func:`autorerank.models.linear.padded_rows`). With ``first_token_only``:
+        (R', H), each sequence's first token first."""
+        batch, length, width = keep.shape[0], keep.shape[-1], rows.shape[1]
+        heads, head_size, tokens = self.heads, width // self.heads, batch * length
         if first_token_only:
-            hidden_first = hidden[:, :1].contiguous()  # (B, 1, H)
-            query = linear(hidden_first, self.qkv_weight[:width], self.qkv_bias[:width])  # (B, 1, H)
+            residual = padded_rows(rows[:tokens].view(batch, length, width)[:, 0])  # (R', H)
+            query = linear(residual, self.qkv_weight[:width], self.qkv_bias[:width])[:batch]  # (B, H)
             query = query.view(batch, 1, heads, head_size).transpose(1, 2)  # (B, h, 1, d)
-            key_value = linear(hidden, self.qkv_weight[width:], self.qkv_bias[width:])  # (B, T, 2H)
-            key_value = key_value.view(batch, length, 2, heads, head_size)
-            key, value = key_value.permute(2, 0, 3, 1, 4)  # each (B, h, T, d)
-            hidden, length = hidden_first, 1
+            key_value = linear(rows, self.qkv_weight[width:], self.qkv_bias[width:])[:tokens]  # (B*T, 2H)
+            key, value = key_value.view(batch, length, 2, heads, head_size).permute(2, 0, 3, 1, 4)
         else:
-            qkv = linear(hidden, self.qkv_weight, self.qkv_bias)  # (B, T, 3H)
+            residual = rows
+            qkv = linear(rows, self.qkv_weight, self.qkv_bias)[:tokens]  # (B*T, 3H)
             query, key, value = qkv.view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4)
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)  # (B, h, T, d)
-        context = context.transpose(1, 2).reshape(batch, length, width)  # (B, T, H)
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)  # (B, h, Tq, d)
+        context_rows = rows_of(context.transpose(1, 2), residual.shape[0])  # (R', H)
         out, up, down = self.attention_out, self.up, self.down
-        attended = self.attention_norm(linear(context, out.weight, out.bias, residual=hidden))
-        inner = activated_linear(attended, up.weight, up.bias, self.activation)  # (B, T, I)
+        attended = self.attention_norm(linear(context_rows, out.weight, out.bias, residual=residual))
+        inner = activated_linear(attended, up.weight, up.bias, self.activation)  # (R', I)
         return self.output_norm(linear(inner, down.weight, down.bias, residual=attended))
