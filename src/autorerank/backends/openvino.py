@@ -6,17 +6,22 @@ a second for MiniLM; nothing is written to disk) and checked against torch on a 
 Computation stays float32 (``INFERENCE_PRECISION_HINT``), even on CPUs where OpenVINO would pick
 bf16 by itself, except under ``quantize="int8"`` (below).
 
-``quantize="int8"`` stores every linear layer's weights as int8 with one scale per output channel,
-and OpenVINO quantizes the activations at run time to int8 with one scale per group of 64 values of
-each token, running the integer dot products on VNNI/AMX. Scales that fine keep the ranking where
-one scale per tensor does not: on the benchmark's MiniLM-L6 cross-encoder, Spearman 0.996 against
-fp32 scores, where ONNX Runtime's per-tensor dynamic int8 (``backend="onnx"``) reaches 0.965. Needs
-``pip install 'autorerank[openvino]'``.
+``quantize="int8"`` stores every linear layer's weights as int8 with one scale per output channel. What
+OpenVINO then computes depends on the CPU:
 
-With int8 weights, the operations between the integer GEMMs (attention, softmax, layer norms) run in bf16 where
-the CPU computes it natively (OpenVINO's ``BF16`` capability: AVX512-BF16 or AMX): measured on the benchmark's
-MiniLM-L6 (512 pairs, 2-core AVX512-BF16 machine), attention was 30% of the int8 time in f32, and bf16 took the
-whole model from 69 to 88 pairs/s at Spearman 0.995 against fp32 (f32 there: 0.996).
+- without native bf16, it quantizes the activations at run time to int8 with one scale per group of 64 values of
+  each token and runs the integer dot products on VNNI. Scales that fine keep the ranking where one scale per
+  tensor does not: on the benchmark's MiniLM-L6 cross-encoder, Spearman 0.996 against fp32 scores, where ONNX
+  Runtime's per-tensor dynamic int8 (``backend="onnx"``) reaches 0.965;
+- with native bf16 (OpenVINO's ``BF16`` capability: AVX512-BF16 or AMX) the inference precision is bf16, and
+  OpenVINO does not quantize activations in bf16: the GEMMs run in bf16 on the int8 weights, and attention, softmax
+  and norms in bf16 too. Measured on the benchmark's MiniLM-L6 (512 pairs): on a 2-core AVX512-BF16 machine, 69
+  pairs/s with f32 and dynamic int8 activations against 88 in bf16 (Spearman 0.996 and 0.995 against fp32); on a
+  2-core AMX machine the group size moved neither speed nor scores in bf16 (Spearman 0.9990 with groups of 64,
+  128 or whole tokens), dynamic int8 in f32 ran 87-102 pairs/s (Spearman 0.9956), bf16 on int8 weights 139, and
+  bf16 on the float32 weights (torch's ``use_bf16=True`` does the same) 170-175: there int8 saves memory, not time.
+
+Needs ``pip install 'autorerank[openvino]'``.
 """
 
 from __future__ import annotations
@@ -114,7 +119,8 @@ def _int8_weights(ov: Any, model: Any) -> int:
 
 
 def _compile_config(quantize: str | None, core: Any) -> dict[str, Any]:
-    """f32 throughout, or int8 GEMMs with bf16 between them where the CPU has native bf16 (module docstring)."""
+    """f32 throughout; under int8, bf16 on int8 weights where the CPU has native bf16, else f32 with the
+    activations quantized per 64 values (module docstring)."""
     native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return {
         "INFERENCE_PRECISION_HINT": "bf16" if quantize == "int8" and native_bf16 else "f32",
