@@ -9,7 +9,10 @@ transformers' ``BertForSequenceClassification`` and ``XLMRobertaForSequenceClass
   the last layer run on the first token alone (about 1/7 of MiniLM-L6's GEMM work, 1/14 of a 12-layer model);
 - on the CPU, a bias copy before every GEMM and separate passes over memory for GELU and the residual
   additions. oneDNN's linear (the one torch.compile uses on CPUs) takes the bias, GELU and residual as
-  post-ops, and runs these shapes 15-50% faster than the MKL GEMM behind ``F.linear``.
+  post-ops, and runs these shapes 15-50% faster than the MKL GEMM behind ``F.linear``;
+- on CPUs with AMX, a new oneDNN kernel for every batch's GEMM shapes (building one costs more than running it).
+  The layers keep the batch as (rows, H), its B x T tokens followed by zero rows up to one of a few row counts
+  (``padded_rows``), so the kernels repeat across batches.
 
 The module is built from the weights by name, either a transformers model's own tensors
 (:func:`fast_bert_classifier`) or a checkpoint's, read without transformers' modelling code
