@@ -94,6 +94,6 @@ def test_padded_rows_append_zero_rows_up_to_a_few_sizes_on_onednn(path: str) -> 
         assert len(sizes) < 100  # 2,999 row counts share a few GEMM shapes
 
 
-def test_padded_rows_leave_other_devices_and_dtypes_alone() -> None:
+def test_padded_rows_leave_a_dtype_onednn_does_not_compute_alone() -> None:
     rows = torch.ones(21, 4, dtype=torch.float64)
     assert linear.padded_rows(rows) is rows

@@ -88,7 +88,7 @@ def rows_of(values: torch.Tensor, count: int) -> torch.Tensor:
 
     One copy, as the ``reshape`` of a transposed attention output costs anyway.
     """
-    width = values[0, 0].numel()
+    width = values.shape[2:].numel()
     if _fused_for(values) is None:  # padded_rows added no rows
         return values.reshape(-1, width)
     tokens = values.shape[0] * values.shape[1]
