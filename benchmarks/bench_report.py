@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench_stats import Measurement, best_row, defaults_row, group, max_abs_diff, ratio, spearman
-from bench_verdicts import BASELINE, verdicts
+from bench_verdicts import BASELINE, MATRIX_FLAGS, verdicts
 
 # fp32 scores of two correct implementations differ only by summation order.
 SCORE_TOLERANCE = 1e-3
@@ -148,6 +148,7 @@ def _print_header(
     sweep: Sequence[int],
     repeats: int,
     has_native_bf16: bool,
+    units: Sequence[str],
 ) -> None:
     print("\n== autorerank speed benchmark (CPU, fp32 unless labelled, max_length 512) ==")
     sampled = ", ".join(f"{s['when']} {s['best_gflops']:.0f}" for s in samples)
@@ -158,7 +159,8 @@ def _print_header(
     print(
         f"CPU load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on "
         f"{os.cpu_count()} CPUs: other processes running at the same time slow every row. "
-        f"Native bf16 (AVX512-BF16 or AMX): {'yes' if has_native_bf16 else 'no'}."
+        f"Native bf16 (AVX512-BF16 or AMX): {'yes' if has_native_bf16 else 'no'}; "
+        f"matrix units: {', '.join(units) or 'none of ' + ', '.join(MATRIX_FLAGS)}."
     )
     for model, w in work.items():
         print(
@@ -213,9 +215,10 @@ def print_report(
     sweep: Sequence[int],
     repeats: int,
     has_native_bf16: bool,
+    units: Sequence[str] = (),
     notes: Sequence[str] = (),
 ) -> None:
-    _print_header(measurements, work, peak_gflops, samples, sweep, repeats, has_native_bf16)
+    _print_header(measurements, work, peak_gflops, samples, sweep, repeats, has_native_bf16, units)
     baselines = _print_rows(measurements, work, peak_gflops)
     for note in notes:
         print(f"note: {note}")

@@ -42,6 +42,8 @@ BF16_TARGET = (2.5, 0.999)  # min speed ratio, min Spearman
 INT8_TARGET = ("minilm", 3.0, 0.99)  # model, min speed ratio, min Spearman (and faster than autorerank bf16)
 LLM_TARGET = ("llm", 1.5, 0.5)  # model, min speed ratio, max peak-memory ratio
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# The flags that decide which precision wins on a CPU: AMX changes the verdicts (README, Speed), so reports name them.
+MATRIX_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 MET, NOT_MET, NOT_MEASURED, NOT_APPLICABLE = "MET", "NOT MET", "NOT MEASURED", "NOT APPLICABLE"
 
@@ -72,6 +74,11 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 def native_bf16(flags: set[str]) -> bool:
     """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), so the bf16 target applies."""
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def matrix_units(flags: set[str]) -> list[str]:
+    """The int8/bf16 matrix units among the CPU's flags (VNNI, AVX512-BF16, AMX), in a fixed order."""
+    return [flag for flag in MATRIX_FLAGS if flag in flags]
 
 
 def baseline(measurements: Sequence[Measurement], model: str) -> Measurement | None:

@@ -34,7 +34,7 @@ from bench_report import print_report
 from bench_specs import SPECS
 from bench_stats import Measurement, sweep_settings
 from bench_tokens import token_lengths
-from bench_verdicts import BASELINE, cpu_flags, native_bf16
+from bench_verdicts import BASELINE, cpu_flags, matrix_units, native_bf16
 
 ENCODERS = ("minilm", "xlmr-base")
 DECODERS = ("llm", "layerwise", "lightweight")
@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         samples.append(matmul_peak(run_dir, f"after {model}"))
 
     peak_gflops = max(sample["best_gflops"] for sample in samples)
-    has_native_bf16 = native_bf16(cpu_flags())
+    flags = cpu_flags()
+    has_native_bf16, units = native_bf16(flags), matrix_units(flags)
     print_report(
         measurements,
         work,
@@ -387,12 +388,14 @@ def main(argv: list[str] | None = None) -> None:
         sweep=args.sweep,
         repeats=args.repeats,
         has_native_bf16=has_native_bf16,
+        units=units,
         notes=notes,
     )
     results = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "baseline": BASELINE,
         "native_bf16": has_native_bf16,
+        "matrix_units": units,
         "notes": notes,
         "matmul": samples,
         "work": work,

@@ -32,6 +32,7 @@ from bench_verdicts import (
     NOT_MET,
     Verdict,
     cpu_flags,
+    matrix_units,
     native_bf16,
     verdicts,
 )
@@ -324,6 +325,8 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     assert native_bf16(cpu_flags(cpuinfo))
     assert native_bf16({"amx_bf16", "amx_tile"})
     assert not native_bf16({"avx512f", "avx512_vnni"})
+    assert matrix_units(cpu_flags(cpuinfo)) == ["avx512_vnni", "avx512_bf16"]
+    assert matrix_units({"amx_int8", "amx_tile", "amx_bf16", "sse2"}) == ["amx_bf16", "amx_int8"]
     assert cpu_flags(tmp_path / "missing") == set()
 
 
@@ -372,9 +375,10 @@ def test_the_report_prints_medians_spreads_the_winning_batch_and_both_ratios(
     rows = [*fe_sweep(), row("autorerank fp32", [99.0, 100.0, 101.0], rss=[550.0] * 3)]
     work = {"minilm": {"pairs": PAIRS, "tokens": 16_000, "flops": 3e9 * PAIRS}}
     samples = [{"when": "start", "best_gflops": 400.0, "torch": "2.x", "threads": 2}]
-    print_report(rows, work, 400.0, samples, sweep=(8, 16), repeats=3, has_native_bf16=False)
+    print_report(rows, work, 400.0, samples, sweep=(8, 16), repeats=3, has_native_bf16=True, units=["amx_bf16"])
     out = capsys.readouterr().out
     lines = out.splitlines()
+    assert "Native bf16 (AVX512-BF16 or AMX): yes; matrix units: amx_bf16." in out
     best = next(line for line in lines if "batch 8 *best" in line)
     assert "80.00" in best and "[78.00-82.00]" in best and "2.00x" in best  # 80 / FE's defaults 40
     ours = next(line for line in lines if line.startswith("minilm") and "autorerank fp32" in line)
