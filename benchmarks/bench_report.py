@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench_stats import Measurement, best_row, defaults_row, group, max_abs_diff, ratio, spearman
-from bench_verdicts import BASELINE, MATRIX_FLAGS, verdicts
+from bench_verdicts import BASELINE, MATRIX_FLAGS, native_bf16, verdicts
 
 # fp32 scores of two correct implementations differ only by summation order.
 SCORE_TOLERANCE = 1e-3
@@ -147,7 +147,6 @@ def _print_header(
     samples: list[dict[str, Any]],
     sweep: Sequence[int],
     repeats: int,
-    has_native_bf16: bool,
     units: Sequence[str],
 ) -> None:
     print("\n== autorerank speed benchmark (CPU, fp32 unless labelled, max_length 512) ==")
@@ -159,7 +158,7 @@ def _print_header(
     print(
         f"CPU load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on "
         f"{os.cpu_count()} CPUs: other processes running at the same time slow every row. "
-        f"Native bf16 (AVX512-BF16 or AMX): {'yes' if has_native_bf16 else 'no'}; "
+        f"Native bf16 (AVX512-BF16 or AMX): {'yes' if native_bf16(set(units)) else 'no'}; "
         f"matrix units: {', '.join(units) or 'none of ' + ', '.join(MATRIX_FLAGS)}."
     )
     for model, w in work.items():
@@ -214,11 +213,11 @@ def print_report(
     *,
     sweep: Sequence[int],
     repeats: int,
-    has_native_bf16: bool,
-    units: Sequence[str] = (),
+    units: Sequence[str],
     notes: Sequence[str] = (),
 ) -> None:
-    _print_header(measurements, work, peak_gflops, samples, sweep, repeats, has_native_bf16, units)
+    """``units``: the CPU's matrix-unit flags (``bench_verdicts.matrix_units``); they decide the bf16 verdicts."""
+    _print_header(measurements, work, peak_gflops, samples, sweep, repeats, units)
     baselines = _print_rows(measurements, work, peak_gflops)
     for note in notes:
         print(f"note: {note}")
@@ -239,7 +238,7 @@ def print_report(
                 f"{SCORE_TOLERANCE}: its timing measures different work."
             )
     flops_per_pair = {model: w["flops"] / w["pairs"] for model, w in work.items()}
-    lines = [v.line() for v in verdicts(measurements, flops_per_pair, peak_gflops, has_native_bf16)]
+    lines = [v.line() for v in verdicts(measurements, flops_per_pair, peak_gflops, native_bf16(set(units)))]
     if lines:
         print(f"\nTargets (issue 16), each against {BASELINE} (FE) at its best batch size in this run:")
         print("\n".join(lines))

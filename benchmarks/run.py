@@ -378,8 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         samples.append(matmul_peak(run_dir, f"after {model}"))
 
     peak_gflops = max(sample["best_gflops"] for sample in samples)
-    flags = cpu_flags()
-    has_native_bf16, units = native_bf16(flags), matrix_units(flags)
+    units = matrix_units(cpu_flags())
     print_report(
         measurements,
         work,
@@ -387,14 +386,13 @@ def main(argv: list[str] | None = None) -> None:
         samples,
         sweep=args.sweep,
         repeats=args.repeats,
-        has_native_bf16=has_native_bf16,
         units=units,
         notes=notes,
     )
     results = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "baseline": BASELINE,
-        "native_bf16": has_native_bf16,
+        "native_bf16": native_bf16(set(units)),
         "matrix_units": units,
         "notes": notes,
         "matmul": samples,

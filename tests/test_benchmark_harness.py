@@ -375,7 +375,7 @@ def test_the_report_prints_medians_spreads_the_winning_batch_and_both_ratios(
     rows = [*fe_sweep(), row("autorerank fp32", [99.0, 100.0, 101.0], rss=[550.0] * 3)]
     work = {"minilm": {"pairs": PAIRS, "tokens": 16_000, "flops": 3e9 * PAIRS}}
     samples = [{"when": "start", "best_gflops": 400.0, "torch": "2.x", "threads": 2}]
-    print_report(rows, work, 400.0, samples, sweep=(8, 16), repeats=3, has_native_bf16=True, units=["amx_bf16"])
+    print_report(rows, work, 400.0, samples, sweep=(8, 16), repeats=3, units=["amx_bf16"])
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "Native bf16 (AVX512-BF16 or AMX): yes; matrix units: amx_bf16." in out
