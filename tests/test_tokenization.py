@@ -196,3 +196,23 @@ def test_a_corrupted_tokenizer_file_is_a_model_load_error_naming_it(tmp_path):
         load_tokenizer(str(folder))
     with pytest.raises(ModelLoadError, match=r"tokenizer\.json"):
         AutoReranker.from_finetuned(str(folder), devices="cpu")
+
+
+def test_a_checkpoint_without_its_vocabulary_is_a_model_load_error(tmp_path):
+    """transformers builds a 5-token tokenizer from tokenizer_config.json alone; every pair would score the same."""
+    folder = tmp_path / "bge-reranker-v2-gemma"
+    shutil.copytree(fixture_path(LLM), folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(
+        ModelLoadError, match=r"knows \d+ tokens for a model of 3000: its vocabulary file is missing"
+    ):
+        AutoReranker.from_finetuned(str(folder), devices="cpu")
+
+
+def test_a_checkpoint_with_a_vocabulary_file_but_no_tokenizer_json_still_loads(tmp_path):
+    folder = tmp_path / "bge-reranker-base"
+    shutil.copytree(fixture_path(BERT), folder)
+    (folder / "tokenizer.json").unlink()
+    pairs = [("a", "b"), ("what is a panda", "the giant panda is a bear")]
+    scores = AutoReranker.from_finetuned(str(folder), devices="cpu").compute_score(pairs)
+    assert scores == pytest.approx(cached_reranker(BERT).compute_score(pairs), abs=1e-6)

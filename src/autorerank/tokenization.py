@@ -131,6 +131,9 @@ def truncate_second(first_lengths: np.ndarray, second: Ragged, max_total: int, s
 # margin, which is retried four times longer, up to the whole text.
 CHARS_PER_TOKEN = 8  # above the 3-5 characters per token of natural text, so the first cut nearly always does
 CUT_MARGIN_WORDS = 2
+# A tokenizer that knows fewer than 1/10 of the model's vocabulary rows is not the model's (real ones know them all,
+# up to the rows a checkpoint pads its embedding table with).
+_MIN_VOCABULARY_SHARE = 10
 _LOCAL_NORMALIZERS = frozenset(
     {"BertNormalizer", "ByteLevel", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "Nmt", "Precompiled", "Prepend",
      "Replace", "Strip", "StripAccents", "Sequence"}
@@ -296,13 +299,14 @@ def load_tokenizer(
         **read_json(model_name_or_path, "special_tokens_map.json", cache_dir),
         **read_json(model_name_or_path, "tokenizer_config.json", cache_dir),
     }
+    model_config = read_json(model_name_or_path, "config.json", cache_dir)
     if path is not None:
         backend = _read_tokenizer_file(path)
     else:
         backend = _backend_from_transformers(model_name_or_path, cache_dir, trust_remote_code)
+        _check_fallback_vocabulary(backend, model_config, model_name_or_path)
     backend.no_truncation()
     backend.no_padding()
-    model_config = read_json(model_name_or_path, "config.json", cache_dir)
     bos_id = _special_id(backend, settings, model_config, "bos")
     pad_id = _special_id(backend, settings, model_config, "pad")
     return TextTokenizer(
@@ -342,6 +346,22 @@ def _backend_from_transformers(
             f"{model_name_or_path!r} has no tokenizer.json and its tokenizer has no fast (Rust) version."
         )
     return backend
+
+
+def _check_fallback_vocabulary(
+    backend: Tokenizer, model_config: dict[str, Any], model_name_or_path: str
+) -> None:
+    """Refuse a tokenizer built without the model's vocabulary: transformers builds one from tokenizer_config.json
+    alone when the vocabulary files are missing, and it reads every word as the unknown token, so every pair would
+    get the same score."""
+    model_vocabulary = model_config.get("vocab_size")
+    tokens = backend.get_vocab_size(with_added_tokens=True)
+    if isinstance(model_vocabulary, int) and tokens * _MIN_VOCABULARY_SHARE < model_vocabulary:
+        raise ModelLoadError(
+            f"{model_name_or_path!r} has no tokenizer.json, and the tokenizer built from its other files knows "
+            f"{tokens} tokens for a model of {model_vocabulary}: its vocabulary file is missing. Copy the model's "
+            "tokenizer.json (or its vocabulary file: vocab.txt, sentencepiece.bpe.model, tokenizer.model) into it."
+        )
 
 
 def _special_id(
