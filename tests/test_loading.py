@@ -82,6 +82,27 @@ def test_missing_weights_file_names_the_folder(tmp_path, capfd):
     _load_fails_quietly(folder, capfd, str(folder), "model.safetensors")
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "names no checkpoint"),
+        ("  ", "names no checkpoint"),
+        (None, "a string\\), not NoneType"),
+        (3, "not int"),
+        ("a b c", "neither a local folder nor a valid hub name"),
+    ],
+)
+def test_what_cannot_name_a_checkpoint_is_a_model_load_error(name, message):
+    """Checked before anything is read, and never sent to the hub: no download, no retry."""
+    with pytest.raises(ModelLoadError, match=message):
+        AutoReranker.from_finetuned(name, devices="cpu")
+
+
+def test_a_file_in_a_checkpoint_is_named_as_a_file_not_a_missing_path():
+    with pytest.raises(ModelLoadError, match=r"config\.json' is a file: pass the checkpoint folder"):
+        AutoReranker.from_finetuned(fixture_path(BERT) + "/config.json", devices="cpu")
+
+
 # ----------------------------------------------------------------------------- the position table
 def test_position_limits_read_from_config_json():
     assert (

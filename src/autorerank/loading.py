@@ -32,8 +32,19 @@ logger = logging.getLogger(__name__)
 
 
 def normalize_model_path(model_name_or_path: str | os.PathLike[str]) -> str:
-    """Drop trailing separators so that ``"model/"`` and ``"model"`` name the same checkpoint."""
+    """Drop trailing separators so that ``"model/"`` and ``"model"`` name the same checkpoint; refuse what cannot
+    name one."""
+    if not isinstance(model_name_or_path, (str, os.PathLike)):
+        raise ModelLoadError(
+            f"model_name_or_path must be a checkpoint folder or a hub name (a string), not "
+            f"{type(model_name_or_path).__name__}."
+        )
     text = os.fspath(model_name_or_path)
+    if not isinstance(text, str) or not text.strip():
+        raise ModelLoadError(
+            f"model_name_or_path {text!r} names no checkpoint: pass a folder or a hub name such as "
+            "'BAAI/bge-reranker-v2-m3'."
+        )
     stripped = text.rstrip("/\\")
     return stripped or text
 
@@ -56,6 +67,11 @@ def resolve_file(model_name_or_path: str, filename: str, cache_dir: str | None =
     if is_local(model_name_or_path):
         candidate = Path(model_name_or_path) / filename
         return candidate if candidate.is_file() else None
+    if os.path.isfile(model_name_or_path):
+        raise ModelLoadError(
+            f"{model_name_or_path!r} is a file: pass the checkpoint folder that holds it (with config.json and the "
+            "weights)."
+        )
     if _looks_like_path(model_name_or_path):
         raise ModelLoadError(
             f"No checkpoint folder at {model_name_or_path!r}: the path does not exist "
@@ -75,6 +91,10 @@ def resolve_file(model_name_or_path: str, filename: str, cache_dir: str | None =
         ) from exc
     except hub_errors.EntryNotFoundError:
         return None
+    except hub_errors.HFValidationError as exc:  # before any download: the name cannot be a repository id
+        raise ModelLoadError(
+            f"{model_name_or_path!r} is neither a local folder nor a valid hub name of the form 'org/name' ({exc})."
+        ) from exc
     except (hub_errors.RepositoryNotFoundError, OSError) as exc:
         raise ModelLoadError(f"Cannot find {filename!r} for {model_name_or_path!r}: {exc}") from exc
 
