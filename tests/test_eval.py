@@ -71,6 +71,13 @@ def test_measure_spellings():
         parse_measures(["bleu@4"])
 
 
+@pytest.mark.parametrize("name", ["ndcg@0", "P@0", "recall@0", "success@0", "mrr@0", "P(rel=2)@0"])
+def test_a_cutoff_of_zero_is_refused_before_trec_eval_sees_it(name):
+    """trec_eval aborts the whole process (a C assertion) on nDCG@0 and others."""
+    with pytest.raises(InvalidOptionError, match=r"has cutoff 0: a cutoff counts ranks, from 1"):
+        evaluate({"q1": {"a": 1}}, {"q1": {"a": 1.0}}, [name])
+
+
 def test_disjoint_run_and_qrels_is_an_error():
     with pytest.raises(InvalidInputError, match="same collection"):
         evaluate({"q1": {"a": 1}}, {"other": {"a": 1.0}}, ["ndcg@10"])

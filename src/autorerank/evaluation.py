@@ -84,9 +84,13 @@ def _parse_one(ir_measures: Any, name: str) -> Any:
         candidates.append(_ALIASES[match.group(1).lower()] + match.group(2))
     for candidate in candidates:
         try:
-            return ir_measures.parse_measure(candidate)
+            measure = ir_measures.parse_measure(candidate)
         except (NameError, ValueError, TypeError, SyntaxError):
             continue
+        cutoff = measure.params.get("cutoff")
+        if isinstance(cutoff, int) and cutoff < 1:  # trec_eval aborts the process on a cutoff of 0
+            raise InvalidOptionError(f"Measure {name!r} has cutoff {cutoff}: a cutoff counts ranks, from 1.")
+        return measure
     known = ", ".join(sorted({f"{alias}@k" for alias in ("ndcg", "mrr", "recall", "p", "success")} | {"map"}))
     raise InvalidOptionError(
         f"Unknown measure {name!r}. Use one of {known}, or any ir-measures name such as 'nDCG@10' or 'P(rel=2)@5'."

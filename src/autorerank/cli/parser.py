@@ -64,14 +64,18 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _add_model_options(parser: argparse.ArgumentParser, *, model_optional: bool = False) -> None:
+def _add_model_options(
+    parser: argparse.ArgumentParser, *, model_optional: bool = False, before: str | None = None
+) -> None:
+    """MODEL and the model flags; ``before``: the option MODEL must precede (an optional MODEL followed by
+    documents would otherwise be read as one)."""
     if model_optional:
+        where = f", before {before}" if before else ""
         parser.add_argument(
             "model",
             metavar="MODEL",
             nargs="?",
-            help="a checkpoint directory or a Hugging Face model name, before --query "
-            f"(default: the embedded {DEFAULT_MODEL})",
+            help=f"a checkpoint directory or a Hugging Face model name{where} (default: the embedded {DEFAULT_MODEL})",
         )
     else:
         parser.add_argument(
@@ -184,7 +188,7 @@ def _add_rank(commands: argparse._SubParsersAction[_Parser]) -> None:
         "a document are printed as \\\\, \\t, \\n (\\r, \\x0b, ...), so that each document is one line; "
         "--json prints the documents as they are.",
     )
-    _add_model_options(rank, model_optional=True)
+    _add_model_options(rank, model_optional=True, before="--query")
     rank.add_argument("--query", "-q", required=True, help="the query")
     rank.add_argument(
         "documents",
