@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -291,6 +292,18 @@ def test_resume_refuses_another_input(tmp_path):
     write(big, "".join([*lines[:-1], lines[-1].replace("red", "RED")]))
     with pytest.raises(InputFileError, match="input sha256_first_last_64k: "):
         plan_score_job(big, out, fmt="jsonl", settings=SETTINGS)
+
+
+def test_resume_from_standard_input_is_refused_and_overwrite_starts_again(tmp_path):
+    """Standard input leaves nothing to fingerprint: the scores already written may be for other pairs."""
+    out = tmp_path / "out.jsonl"
+    score_pair_file(FakeScorer(), plan_score_job(pairs_file(tmp_path), out, fmt="jsonl", settings=SETTINGS))
+    with pytest.raises(
+        InputFileError,
+        match=rf"{re.escape(str(out))}: already holds {len(PAIRS)} scores, and pairs read from",
+    ):
+        plan_score_job("-", out, fmt="jsonl", settings=SETTINGS)
+    assert plan_score_job("-", out, fmt="jsonl", settings=SETTINGS, overwrite=True).done == 0
 
 
 def test_progress_bar_has_a_total_for_a_regular_file(tmp_path, capsys):

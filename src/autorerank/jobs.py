@@ -87,8 +87,9 @@ def plan_score_job(
     An existing output is checked line by line (see :func:`autorerank.io.scores.count_scores`)
     and its pairs will be skipped; ``overwrite`` empties it instead. ``settings`` (the model and the options
     that change scores) are recorded with a fingerprint of the input in ``OUTPUT.meta.json``, and resuming an
-    output whose recorded ones differ is refused (see :mod:`autorerank.io.meta`). Standard output (``-``) and
-    outputs that are not regular files (``/dev/null``, a pipe) are written as a stream: nothing to resume.
+    output whose recorded ones differ is refused (see :mod:`autorerank.io.meta`), as is resuming from standard input
+    (nothing to check it against). Standard output (``-``) and outputs that are not regular files (``/dev/null``, a
+    pipe) are written as a stream: nothing to resume.
     """
     if str(input_path) != STDIN:  # standard input cannot be read twice
         if not is_stream(output_path) and Path(output_path).resolve() == Path(input_path).resolve():
@@ -100,6 +101,14 @@ def plan_score_job(
         Path(output_path).write_bytes(b"")
     meta = None if settings is None else {**settings, "input": input_fingerprint(input_path)}
     done = count_scores(output_path)
+    if done and str(input_path) == STDIN:
+        raise InputFileError(
+            output_path,
+            None,
+            f"already holds {done} score{'s' if done != 1 else ''}, and pairs read from standard input cannot be "
+            "checked against the "
+            "ones they were written for: pass --overwrite to start again, or read the pairs from a file to resume",
+        )
     if meta is not None and done:
         check_meta(output_path, meta, done)
     return ScoreJob(str(input_path), str(output_path), fmt, done, meta)
