@@ -228,6 +228,12 @@ def test_no_documents_give_an_empty_result(enc_client, route, request_body, empt
         ),
         ("/score", {"text_1": QUERY}, 422, "`text_2` is required"),
         ("/score", [QUERY, "a"], 422, "must be a JSON object, got an array"),
+        (
+            "/v2/rerank",
+            {"query": QUERY, "documents": ["a"], "max_tokens_per_doc": 10**30},
+            422,
+            "`max_tokens_per_doc` must be at most 9223372036854775807",
+        ),
     ],
 )
 def test_wrong_fields_are_refused_naming_the_field(enc_client, route, request_body, status, message):
@@ -243,6 +249,29 @@ def test_malformed_json_is_a_400(enc_client, route):
     )
     assert response.status_code == 400
     assert "not valid JSON" in response.text
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/v1/rerank", '{"query": "q", "documents": ["a", "b\\ud800c"]}', "documents[1]"),
+        ("/v2/rerank", '{"query": "q", "documents": [{"text": "\\udfff"}]}', "documents[0].text"),
+        ("/rerank", '{"query": "\\udfff", "texts": ["a"]}', "query"),
+        ("/score", '{"text_1": "q", "text_2": ["a", "\\ud800"]}', "text_2[1]"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field(enc_client, route, body, field):
+    """A broken \\u escape is valid JSON but no text the tokenizer can take (it was a plain-text 500)."""
+    response = enc_client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert f"`{field}` cannot be encoded as UTF-8: it holds a lone surrogate" in response.json()["message"]
+
+
+def test_json_nested_past_the_parsers_depth_is_a_400(enc_client):
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = enc_client.post("/v1/rerank", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "nests too deeply" in response.json()["message"]
 
 
 def test_fields_the_server_does_not_use_are_ignored(enc_client):

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import InvalidInputError, InvalidPairTypeError
 
-__all__ = ["Instructions", "as_documents", "as_pairs"]
+__all__ = ["Instructions", "as_documents", "as_pairs", "check_encodable"]
 
 _PAIRS = "compute_score expects a list of (query, passage) pairs"
 _DOCUMENTS = "rerank expects a list of document strings"
@@ -28,8 +28,8 @@ def as_pairs(sentence_pairs: Any) -> list[tuple[str, str]]:
         sentence_pairs = [sentence_pairs]  # one pair passed bare, as FlagEmbedding allows
     pairs = [_checked_pair(index, pair) for index, pair in enumerate(sentence_pairs)]
     for index, (query, passage) in enumerate(pairs):
-        _check_encodable(query, f"Pair {index}: the query")
-        _check_encodable(passage, f"Pair {index}: the passage")
+        check_encodable(query, f"Pair {index}: the query")
+        check_encodable(passage, f"Pair {index}: the passage")
     return pairs
 
 
@@ -54,7 +54,7 @@ def _ordered(items: Any, expected: str, example: str, mapping_hint: str = "") ->
     return list(items)
 
 
-def _check_encodable(text: str, where: str) -> None:
+def check_encodable(text: str, where: str) -> None:
     """Refuse a text the tokenizer cannot take: a lone surrogate (half of a UTF-16 pair) has no UTF-8 form.
 
     ASCII texts (checked in constant time) cannot hold one; others are encoded once, in C.
@@ -94,14 +94,14 @@ def as_documents(query: Any, documents: Any) -> list[str]:
     """Validate ``rerank`` arguments: one query string and a list of document strings."""
     if not isinstance(query, str):
         raise InvalidPairTypeError(f"rerank expects the query as a str, got {type(query).__name__}.")
-    _check_encodable(query, "The query")
+    check_encodable(query, "The query")
     if isinstance(documents, (str, bytes)):
         raise InvalidPairTypeError(f"{_DOCUMENTS}, got a bare string; wrap it as [document].")
     documents = list(_ordered(documents, _DOCUMENTS, '["first document", "second document"]'))
     for index, document in enumerate(documents):
         if not isinstance(document, str):
             raise InvalidPairTypeError(f"Document {index} must be a str, got {type(document).__name__}.")
-        _check_encodable(document, f"Document {index}")
+        check_encodable(document, f"Document {index}")
     return documents
 
 

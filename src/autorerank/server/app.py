@@ -195,6 +195,8 @@ class Service:
             return json.loads(b"".join(chunks))
         except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
             raise MalformedRequest(f"the body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise MalformedRequest("the body is not JSON a request can hold: it nests too deeply") from None
 
     async def _scores(self, request: Any, prepared: Prepared) -> list[float]:
         """Queue the request and wait for its scores, or for its client to leave (then it is dropped)."""

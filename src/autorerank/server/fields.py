@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from ..errors import InvalidInputError
+from ..inputs import check_encodable
 from .errors import InvalidField
 
 __all__ = ["Fields", "json_kind"]
 
 _MISSING: Any = object()
+# Integers past 64 bits are no count or length any client means, and numpy cannot compare with them.
+_LARGEST_INTEGER = 2**63 - 1
 
 
 def json_kind(value: object) -> str:
@@ -51,7 +55,7 @@ class Fields:
             raise InvalidField(f"`{name}` is required: a string", field=name)
         if not isinstance(value, str):
             raise InvalidField(f"`{name}` must be a string, got {json_kind(value)}", field=name)
-        return value
+        return _text(name, value)
 
     def boolean(self, name: str, default: bool | None) -> bool | None:
         value = self._get(name)
@@ -70,6 +74,8 @@ class Fields:
             raise InvalidField(f"`{name}` must be an integer, got {json_kind(value)}", field=name)
         if value < minimum:
             raise InvalidField(f"`{name}` must be at least {minimum}, got {value}", field=name)
+        if value > _LARGEST_INTEGER:
+            raise InvalidField(f"`{name}` must be at most {_LARGEST_INTEGER}, got {value}", field=name)
         return value
 
     def choice(self, name: str, choices: Collection[str], default: str) -> str:
@@ -90,7 +96,7 @@ class Fields:
         """A required string or array of strings, as a list."""
         value = self._get(name)
         if isinstance(value, str):
-            return [value]
+            return [_text(name, value)]
         return self._string_list(name, self._required_array(name, "a string or an array of strings"))
 
     def documents(self, name: str) -> list[str]:
@@ -98,9 +104,9 @@ class Fields:
         texts = []
         for index, item in enumerate(self._required_array(name)):
             if isinstance(item, dict) and isinstance(item.get("text"), str):
-                texts.append(item["text"])
+                texts.append(_text(f"{name}[{index}].text", item["text"]))
             elif isinstance(item, str):
-                texts.append(item)
+                texts.append(_text(f"{name}[{index}]", item))
             else:
                 where = f"{name}[{index}]"
                 got = 'an object without a "text" string' if isinstance(item, dict) else json_kind(item)
@@ -123,4 +129,14 @@ class Fields:
             if not isinstance(item, str):
                 where = f"{name}[{index}]"
                 raise InvalidField(f"`{where}` must be a string, got {json_kind(item)}", field=where)
+            _text(f"{name}[{index}]", item)
         return values
+
+
+def _text(where: str, text: str) -> str:
+    """``text``, refused where the tokenizer cannot take it (a lone surrogate, from a broken ``\\u`` escape)."""
+    try:
+        check_encodable(text, f"`{where}`")
+    except InvalidInputError as error:
+        raise InvalidField(str(error), field=where) from None
+    return text
