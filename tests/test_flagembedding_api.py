@@ -6,7 +6,9 @@ changed, against every reranker kind; expected values come from autorerank's key
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +44,9 @@ EVERY_NAME = {"prompt": None, "cutoff_layers": None, "compress_layers": [8], "co
 def test_every_flagembedding_option_name_is_accepted_by_every_class(fixture):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reranker = FlagAutoReranker.from_finetuned(fixture_path(fixture), devices="cpu", use_fp16=False, **EVERY_NAME)
+        reranker = FlagAutoReranker.from_finetuned(
+            fixture_path(fixture), devices="cpu", use_fp16=False, **EVERY_NAME
+        )
         scores = reranker.compute_score(PAIRS, batch_size=2, normalize=False)
     expected = cached_reranker(fixture).compute_score(PAIRS)
     np.testing.assert_allclose(scores, expected, atol=1e-5)
@@ -91,13 +95,38 @@ def test_setting_an_attribute_changes_later_calls_as_in_flagembedding():
         reranker.use_bf16 = True
 
 
-@pytest.mark.parametrize("fixture", ["enc/bge-reranker-v2-m3", "enc-bert/bge-reranker-base", "llm/bge-reranker-v2-gemma"])
+@pytest.mark.parametrize(
+    "fixture", ["enc/bge-reranker-v2-m3", "enc-bert/bge-reranker-base", "llm/bge-reranker-v2-gemma"]
+)
 def test_tokenizer_is_callable_like_a_hugging_face_tokenizer_with_the_same_ids(fixture):
     reranker = cached_reranker(fixture)
     query, passage = PAIRS[1]
     encoded = reranker.tokenizer(query, passage, truncation=True, max_length=512)
     assert encoded["input_ids"] == reranker.text_tokenizer.backend.encode(query, passage).ids
     assert len(reranker.tokenizer(passage)["input_ids"]) > 5  # counting tokens, as public code does
+
+
+@pytest.mark.parametrize(
+    ("fixture", "padding_side"),
+    [
+        ("enc/bge-reranker-v2-m3", "right"),
+        (
+            "llm/bge-reranker-v2-gemma",
+            "left",
+        ),  # FlagEmbedding's LLM rerankers pad left: the score is at the end
+        ("layerwise/bge-reranker-v2-minicpm-layerwise", "left"),
+        ("lightweight/bge-reranker-v2.5-gemma2-lightweight", "right"),  # as FlagEmbedding's lightweight class
+    ],
+)
+def test_tokenizer_pads_and_truncates_as_flagembeddings_does(fixture, padding_side):
+    """Code written for FlagEmbedding that pads with ``reranker.tokenizer`` reads the last token, and
+    ``truncation=True`` without max_length cuts at tokenizer_config.json's model_max_length."""
+    config = json.loads((Path(fixture_path(fixture)) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tokenizer = cached_reranker(fixture).tokenizer
+    assert tokenizer.padding_side == padding_side
+    assert tokenizer.model_max_length == config["model_max_length"]
+    long_text = " ".join(["word"] * (2 * config["model_max_length"]))
+    assert len(tokenizer(long_text, truncation=True)["input_ids"]) == config["model_max_length"]
 
 
 def test_module_level_names_mirror_flagembeddings():

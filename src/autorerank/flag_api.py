@@ -21,9 +21,10 @@ def flat_scores(scores: np.ndarray) -> np.ndarray:
     return scores[0] if scores.shape[0] == 1 else scores
 
 
-def hf_tokenizer(tokenizer: TextTokenizer, settings: dict[str, Any]) -> Any:
+def hf_tokenizer(tokenizer: TextTokenizer, settings: dict[str, Any], padding_side: str = "right") -> Any:
     """A transformers fast tokenizer over the same ``tokenizer.json`` (so its ids are the reranker's), for code
-    that calls ``reranker.tokenizer(...)`` as it would a Hugging Face tokenizer."""
+    that calls ``reranker.tokenizer(...)`` as it would a Hugging Face tokenizer: padded on the kind's side (the
+    LLM kinds read the last position) and as long as ``tokenizer_config.json`` says, as FlagEmbedding's is."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -33,9 +34,12 @@ def hf_tokenizer(tokenizer: TextTokenizer, settings: dict[str, Any]) -> Any:
         token = token.get("content") if isinstance(token, dict) else token
         if isinstance(token, str):
             specials[name] = token
+    limit = settings.get("model_max_length")
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(tokenizer.backend.to_str()),
         truncation_side=tokenizer.truncation_side,
+        padding_side=padding_side,
+        **({"model_max_length": limit} if isinstance(limit, int) else {}),
         **specials,
     )
 

@@ -198,7 +198,8 @@ class Reranker:
                 **read_json(self.model_name_or_path, "special_tokens_map.json", self.options.cache_dir),
                 **read_json(self.model_name_or_path, "tokenizer_config.json", self.options.cache_dir),
             }
-            self._hf_tokenizer = hf_tokenizer(self.text_tokenizer, settings)
+            padding_side = kind_named(self.kind).padding_side
+            self._hf_tokenizer = hf_tokenizer(self.text_tokenizer, settings, padding_side)
         return self._hf_tokenizer
 
     @property
