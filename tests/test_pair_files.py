@@ -46,7 +46,9 @@ def test_format_from_name_or_explicit(tmp_path):
     assert pair_format("-", "tsv") == "tsv"
     with pytest.raises(InputFileError, match="pass --input-format"):
         pair_format(write(tmp_path / "pairs.data", "neither json nor tabs\n"))
-    with pytest.raises(InputFileError, match="pass --input-format"):
+    with pytest.raises(
+        InputFileError, match="<stdin>: has no name to tell the format from; pass --input-format"
+    ):
         pair_format("-")  # standard input cannot be sniffed and read again
 
 

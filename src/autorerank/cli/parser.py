@@ -223,7 +223,7 @@ def _add_score(commands: argparse._SubParsersAction[_Parser]) -> None:
     score.add_argument(
         "--input-format",
         choices=PAIR_FORMATS,
-        help="the input format (default: from its name, else from its first line)",
+        help="the input format (default: from its name, else from its first line; needed for stdin)",
     )
     score.add_argument(
         "--output", "-o", required=True, help="JSONL scores, appended to (resumable); - for stdout"

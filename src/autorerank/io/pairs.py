@@ -75,9 +75,12 @@ def pair_format(path: str | os.PathLike[str], explicit: str | None = None) -> st
         sniffed = _sniff(first_text_line(path) or "", default="tsv" if name.endswith(".txt") else None)
         if sniffed is not None:
             return sniffed
-    raise InputFileError(
-        path, None, "cannot tell the format from the file name; pass --input-format jsonl, tsv or csv"
+    unknown = (
+        "has no name to tell the format from"
+        if str(path) == STDIN
+        else "cannot tell the format from the file name"
     )
+    raise InputFileError(path, None, f"{unknown}; pass --input-format jsonl, tsv or csv")
 
 
 def _sniff(line: str, default: str | None) -> str | None:
