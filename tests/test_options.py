@@ -74,6 +74,16 @@ def test_a_misspelt_option_names_the_closest_one(enc_path):
         AutoReranker.from_finetuned(enc_path, device="cpu", strict=True)
 
 
+def test_a_load_time_option_misspelt_in_a_call_names_it_and_when_it_is_set():
+    reranker = cached_reranker("enc/bge-reranker-v2-m3")
+    with pytest.warns(
+        UserWarning, match=r"device=.*\(did you mean devices=\? It is set when the reranker is loaded\)"
+    ):
+        reranker.compute_score([("q", "p")], device="cpu")
+    with pytest.warns(UserWarning, match=r"batch_sise=.*\(did you mean batch_size=\?\)\.$"):
+        reranker.compute_score([("q", "p")], batch_sise=2)
+
+
 def test_kind_defaults_override_the_table():
     llm = cached_reranker("llm/bge-reranker-v2-gemma")
     encoder = cached_reranker("enc/bge-reranker-v2-m3")

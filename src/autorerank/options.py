@@ -407,7 +407,11 @@ def _why_not(name: str, features: frozenset[str], accepted: list[str]) -> str:
     if row is not None:
         return f"{name}=, which is set when the reranker is loaded, not per call"
     close = difflib.get_close_matches(name, accepted, n=1)
-    hint = f" (did you mean {close[0]}=?)" if close else ""
+    if close:
+        return f"{name}=, which is not an autorerank option (did you mean {close[0]}=?)"
+    applicable = [row.name for row in OPTIONS if row.applies_to(features)]
+    close = difflib.get_close_matches(name, applicable, n=1)  # a load-time option, misspelled in a call
+    hint = f" (did you mean {close[0]}=? It is set when the reranker is loaded)" if close else ""
     return f"{name}=, which is not an autorerank option{hint}"
 
 
