@@ -62,6 +62,11 @@ def test_format_from_name_or_explicit(tmp_path):
             r":2: the query must be a string",
         ),
         ("p.jsonl", '{"query": "q", "passage": "p"}\n"just text"\n', r':2: expected \{"query"'),
+        (
+            "p.jsonl",
+            '{"query": "q", "passage": "p"}\n["q", "a \\ud800"]\n',
+            r":2: the passage cannot be encoded as UTF-8: it holds a lone surrogate '\\ud800' at character 2",
+        ),
         ("p.tsv", "q\tp\nq only\n", r":2: expected 2 tab-separated columns 'query<TAB>passage', found 1"),
         ("p.tsv", "q\tp\nq\tp\textra\n", r":2: expected 2 tab-separated columns .* found 3"),
         ("p.csv", "q,p\nq,p,x\n", r":2: expected 2 comma-separated columns, found 3"),

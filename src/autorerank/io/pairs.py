@@ -25,7 +25,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ..errors import STDIN, InputFileError
+from ..errors import STDIN, InputFileError, InvalidInputError
+from ..inputs import check_encodable
 from .lines import first_text_line, numbered_lines
 
 __all__ = ["PAIR_FORMATS", "PASSAGE_NAMES", "QUERY_NAMES", "Pair", "pair_format", "read_pairs"]
@@ -222,4 +223,8 @@ def _checked_pair(path: str | os.PathLike[str], number: int, values: Sequence[ob
     for name, value in zip(_FIELDS, values):
         if not isinstance(value, str):
             raise InputFileError(path, number, f"the {name} must be a string, found {type(value).__name__}")
+        try:  # a JSON "\\ud800" escape decodes to a text the tokenizer cannot take: say where it is
+            check_encodable(value, f"the {name}")
+        except InvalidInputError as error:
+            raise InputFileError(path, number, str(error)) from None
     return Pair(str(values[0]), str(values[1]), number)
