@@ -6,7 +6,6 @@ How tests start a server process (:class:`~server_support.ServerProcess`) is in 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -112,5 +111,5 @@ def test_the_server_starts_on_a_free_port_and_stops_on_sigterm():
         assert ready["kind"] == "encoder-only-base" and ready["url"].startswith("http://127.0.0.1:")
     finally:
         code = server.stop()
-    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+    assert code == 0  # a clean stop (uvicorn raises SIGTERM again once stopped; the command turns it into 0)
     assert any(record.get("event") == "stopped" for record in server.records())

@@ -2,14 +2,15 @@
 
 :func:`add_serve_command` adds the subcommand to a parser (the ``autorerank`` CLI calls it) with the server's
 flags and every model flag of the other commands (from the option table); :func:`run_serve` runs it and returns
-the exit status: 0 after a clean stop, 2 for bad usage (no model, a flag that does not apply, a missing extra),
-130 after Ctrl-C. Nothing heavy is imported until the command runs, so ``--help`` stays fast.
+the exit status: 0 after a clean stop (SIGTERM), 2 for bad usage (no model, a flag that does not apply, a missing
+extra), 130 after Ctrl-C. Nothing heavy is imported until the command runs, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -128,7 +129,13 @@ def run_serve(args: argparse.Namespace) -> int:
                 )
             from .runner import serve
 
-            serve(reranker, settings)
+            previous = signal.signal(signal.SIGTERM, _stop)
+            try:
+                serve(reranker, settings)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+        except _Stopped:
+            return 0
         except KeyboardInterrupt:
             return 130
         except (AutoRerankError, ValueError) as error:  # e.g. several --cutoff-layers
@@ -136,6 +143,14 @@ def run_serve(args: argparse.Namespace) -> int:
         finally:
             reranker.close()
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM, once the server has answered the requests in flight (uvicorn raises it again after stopping)."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
