@@ -107,6 +107,10 @@ class Engine:
             if not pending.cancel():
                 pending.exception()  # wait for the read-ahead; its chunk is dropped, its error too
 
+    def lengths(self, queries: list[str], passages: list[str], options: Options) -> np.ndarray:
+        """Tokens of each instructed pair as the kind lays it out for the model with ``options``."""
+        return self.kind.encode(self.prepared, queries, passages, options).lengths
+
     def close(self) -> None:
         """End the helper thread (a later call starts a new one); also done when the engine is collected."""
         if self._helper is not None:

@@ -172,6 +172,24 @@ class Reranker:
             for scores in self._score_chunks(texts, call, plan, bar):
                 yield finish_scores(scores, call.normalize)
 
+    def input_lengths(
+        self, queries: Sequence[str], passages: Sequence[str], **options: Any
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For each (query, passage): the tokens the model reads with these options, and whether a part was cut to
+        fit (the query at its limit, the pair at ``max_length``; a ``passage_max_length`` cut is asked for, so it
+        does not count). Laid out by the kind itself, so chat templates and prompts count. None in a process that
+        holds no model (several devices): the layout's constants are loaded with it."""
+        if self._engine is None:
+            return None
+        call, _ = self._call({**options, "show_progress": False})
+        instructed = self.instructions.apply(as_pairs(list(zip(queries, passages))))
+        read = self._engine.lengths(*instructed, call)
+        beyond = int(call.max_length) + 1  # one more token than any limit lets through: a cut pair grows
+        uncut = self._engine.lengths(
+            *instructed, call.replace({"max_length": beyond, "query_max_length": beyond})
+        )
+        return read, uncut > read
+
     def scores_per_pair(self, **options: Any) -> int:
         """How many scores each pair gets with these options (one per cutoff layer); checks the options."""
         return self._call(options)[1].n_outputs

@@ -1,14 +1,16 @@
 """Token counts per request, and the dialects' rules for pairs longer than the model takes.
 
 Runs on a worker thread, never on the event loop: the ``tokenizers`` library encodes a batch in Rust without the
-GIL, so requests are counted while the model scores earlier ones. The count is what the model reads of each pair:
-query (cut at ``query_max_length``) and passage tokens, the instructions, and the special tokens of the pair
-template, at most ``max_length``; the LLM kinds' prompt, which FlagEmbedding leaves out of ``max_length`` too, is
-not counted. The counts feed ``usage``, the metrics, the log line, and the worker's token budget.
+GIL, so requests are counted while the model scores earlier ones. The count is what the model reads of each pair,
+laid out by the reranker's kind (``reranker.input_lengths``): instructions, the pair template's special tokens, an
+LLM kind's prompt, a chat template. A pair is too long when the layout cuts it (the query at its limit, the pair at
+``max_length``). A reranker spread over several devices holds no model in this process; its pairs are counted as
+cross-encoders lay them out. The counts feed ``usage``, the metrics, the log line, and the worker's token budget.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,9 @@ from .dialects import Scoring
 from .errors import PayloadTooLarge
 
 __all__ = ["Prepared", "TokenCounter"]
+
+# Tokens read per pair, which pairs are cut, and the passage tokens that fit for the given rows.
+Measured = tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class TokenCounter:
     """Counts tokens with the reranker's own tokenizer and limits (``reranker.text_tokenizer``, ``max_length``)."""
 
     def __init__(self, reranker: Any) -> None:
+        self._reranker = reranker
         self._tokenizer = reranker.text_tokenizer
         self._backend = self._tokenizer.text_backend or self._tokenizer.backend
         options = reranker.options
@@ -49,19 +55,11 @@ class TokenCounter:
         )
 
     def prepare(self, scoring: Scoring) -> Prepared:
-        """Count ``scoring``'s tokens, refuse or cut pairs longer than ``max_length`` as its dialect says."""
-        cap = self.max_length + 1  # enough to tell a long text, and it bounds the work on a huge one
-        distinct = list(dict.fromkeys(scoring.queries))
-        query_lengths = dict(zip(distinct, self._tokenizer.encode(distinct, cap).lengths.tolist()))
-        query = np.fromiter((query_lengths[text] for text in scoring.queries), np.int64, len(scoring.queries))
-        passage = self._tokenizer.encode(scoring.passages, cap).lengths
+        """Count ``scoring``'s tokens, refuse or cut pairs longer than the model takes as its dialect says."""
         limit = _smaller(scoring.passage_max_length, self.passage_limit)
-        if limit is not None:
-            passage = np.minimum(passage, limit)
-        kept_query = np.minimum(query, self.query_limit)
-        total = kept_query + passage + self.overhead
-        passages = scoring.passages
-        too_long = np.flatnonzero((query > self.query_limit) | (total > self.max_length))
+        options = {} if limit is None or limit == self.passage_limit else {"passage_max_length": limit}
+        read, cut, room = self._measure(scoring, options, limit)
+        too_long = np.flatnonzero(cut)
         if len(too_long) and not scoring.truncate:
             index = int(too_long[0])
             raise PayloadTooLarge(
@@ -69,14 +67,42 @@ class TokenCounter:
                 "(max_length) and truncation is off: send truncate: true to cut it, or shorten it",
                 field=f"{scoring.field}[{index}]",
             )
+        passages = scoring.passages
         if len(too_long) and scoring.truncate_left:
-            room = self.max_length - kept_query - self.overhead
             passages = list(passages)
-            for index in too_long.tolist():
-                passages[index] = self._keep_end(passages[index], int(room[index]))
-        tokens = int(np.minimum(total, self.max_length).sum())
-        options = () if limit is None or limit == self.passage_limit else (("passage_max_length", limit),)
-        return Prepared(scoring.queries, passages, options, tokens)
+            for index, keep in zip(too_long.tolist(), room(too_long).tolist()):
+                passages[index] = self._keep_end(passages[index], int(keep))
+        return Prepared(scoring.queries, passages, tuple(options.items()), int(read.sum()))
+
+    def _measure(self, scoring: Scoring, options: dict[str, Any], limit: int | None) -> Measured:
+        """Tokens read per pair, which pairs are cut, and the passage tokens that fit (for the rows asked), as the
+        kind lays pairs out where this process holds the model; else as a cross-encoder does (several devices)."""
+        measured = self._reranker.input_lengths(scoring.queries, scoring.passages, **options)
+        if measured is None:
+            return self._estimate(scoring, limit)
+        read, cut = measured
+
+        def room(rows: np.ndarray) -> np.ndarray:
+            queries = [scoring.queries[row] for row in rows.tolist()]
+            alone = self._reranker.input_lengths(queries, [""] * len(queries), **options)[0]
+            return read[rows] - alone  # the passage's share of what the model reads
+
+        return read, cut, room
+
+    def _estimate(self, scoring: Scoring, limit: int | None) -> Measured:
+        """:meth:`_measure` from token counts: the pair template's special tokens and the instructions inside
+        ``max_length``, as cross-encoders lay pairs out."""
+        cap = self.max_length + 1  # enough to tell a long text, and it bounds the work on a huge one
+        distinct = list(dict.fromkeys(scoring.queries))
+        query_lengths = dict(zip(distinct, self._tokenizer.encode(distinct, cap).lengths.tolist()))
+        query = np.fromiter((query_lengths[text] for text in scoring.queries), np.int64, len(scoring.queries))
+        passage = self._tokenizer.encode(scoring.passages, cap).lengths
+        if limit is not None:
+            passage = np.minimum(passage, limit)
+        kept_query = np.minimum(query, self.query_limit)
+        total = kept_query + passage + self.overhead
+        cut = (query > self.query_limit) | (total > self.max_length)
+        return np.minimum(total, self.max_length), cut, lambda rows: (self.max_length - total + passage)[rows]
 
     def _keep_end(self, text: str, keep: int) -> str:
         """``text`` from the start of its ``keep``-th token from the end (cut at a token boundary)."""
