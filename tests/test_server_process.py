@@ -46,6 +46,21 @@ def test_a_flag_that_does_not_apply_to_the_model_is_refused_before_serving():
     assert "--prompt does not apply to encoder-only-base models" in result.stderr
 
 
+def test_a_port_in_use_is_one_error_line_before_the_model_loads():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_module(ENC, "--port", str(port))
+    assert result.returncode == 2
+    assert (
+        f"autorerank serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    )
+    assert '"event": "ready"' not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_model_that_does_not_exist_is_an_error_naming_it(tmp_path):
     missing = str(tmp_path / "no-such-model")
     result = run_module(missing, "--port", "0")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import warnings
 from collections.abc import Sequence
@@ -116,6 +117,7 @@ def run_serve(args: argparse.Namespace) -> int:
         try:
             settings = _settings(args, model)
             _check_extra()
+            _check_address(settings.host, settings.port)
             args.model = model
             reranker = load_model(args)
         except (AutoRerankError, OSError, ValueError) as error:
@@ -182,6 +184,20 @@ def _check_extra() -> None:
 
     for module in ("starlette", "uvicorn", "prometheus_client"):
         require(module, "server", "autorerank serve")
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail before loading the model when the server could not listen: a port in use, a host that does not resolve
+    or is not this machine's (uvicorn would say so only once the model is loaded, and not as one error line)."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as error:
+        raise ValueError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def _fail(message: str) -> int:
