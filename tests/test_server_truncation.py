@@ -95,3 +95,25 @@ def test_usage_counts_the_qwen3_chat_template():
         server.stop()
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["prompt_tokens"] == expected
+
+
+def test_a_reranker_on_several_devices_counts_cross_encoder_pairs_as_the_model_lays_them_out():
+    """With its model in worker processes the server counts from token counts alone: exact for cross-encoders, so
+    it must agree with the count laid out by the loaded model, pair by pair, cut or not."""
+    from autorerank import AutoReranker
+    from autorerank.server.dialects import Scoring
+    from autorerank.server.errors import PayloadTooLarge
+    from autorerank.server.tokens import TokenCounter
+
+    encoder = "enc/bge-reranker-v2-m3"
+    passages = ["a panda", words(300), words(505), words(600), "bamboo " * 40]
+    scoring = Scoring([QUERY] * len(passages), passages, "texts", passage_max_length=None, truncate_left=True)
+    with AutoReranker.from_finetuned(fixture_path(encoder), devices=["cpu", "cpu"]) as spread:
+        assert spread.input_lengths([QUERY], ["a panda"]) is None  # no model in this process
+        estimated = TokenCounter(spread).prepare(scoring)
+        with pytest.raises(PayloadTooLarge, match=r"`texts\[2\]`"):
+            TokenCounter(spread).prepare(Scoring([QUERY] * 3, passages[:3], "texts", truncate=False))
+    measured = TokenCounter(cached_reranker(encoder)).prepare(scoring)
+    assert estimated.tokens == measured.tokens
+    assert estimated.passages == measured.passages  # the same ends kept
+    assert measured.passages[3] != passages[3] and measured.passages[0] == passages[0]
