@@ -13,9 +13,10 @@ batch queued), so the host collates and launches batch k+1 while the device stil
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from .heap import release_free_memory
 from .kinds.base import Kind, Plan
 from .options import AUTO, Options
 
-__all__ = ["CHUNK_PAIRS", "Engine", "TextChunk", "chunked", "finish_scores", "unique_pairs"]
+__all__ = ["CHUNK_PAIRS", "Engine", "InputLengths", "TextChunk", "chunked", "finish_scores", "unique_pairs"]
 
 # Pairs tokenized per step: large enough for length sorting to pay off, small enough to overlap and stream.
 CHUNK_PAIRS = 4096
@@ -71,6 +72,21 @@ def finish_scores(scores: np.ndarray, normalize: bool) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-values)) if normalize else values
 
 
+class InputLengths:
+    """Per pair, the tokens the model reads (``read``), and whether a limit cut it (``cut``: the query at its
+    limit, the pair at ``max_length``; a ``passage_max_length`` cut is asked for, so it does not count). ``cut``
+    lays the pairs out again with every limit one token larger, so it costs a second tokenization: only when asked.
+    """
+
+    def __init__(self, read: np.ndarray, wider: Callable[[], np.ndarray]) -> None:
+        self.read = read
+        self._wider = wider
+
+    @functools.cached_property
+    def cut(self) -> np.ndarray:
+        return self._wider() > self.read
+
+
 @dataclass(frozen=True)
 class Engine:
     """One process's scoring machinery for one loaded model: kind hooks, their constants, a runtime."""
@@ -107,9 +123,12 @@ class Engine:
             if not pending.cancel():
                 pending.exception()  # wait for the read-ahead; its chunk is dropped, its error too
 
-    def lengths(self, queries: list[str], passages: list[str], options: Options) -> np.ndarray:
+    def input_lengths(self, queries: list[str], passages: list[str], options: Options) -> InputLengths:
         """Tokens of each instructed pair as the kind lays it out for the model with ``options``."""
-        return self.kind.encode(self.prepared, queries, passages, options).lengths
+        read = self.kind.encode(self.prepared, queries, passages, options).lengths
+        beyond = int(options.max_length) + 1  # one more token than any limit lets through: a cut pair grows
+        wider = options.replace({"max_length": beyond, "query_max_length": beyond})
+        return InputLengths(read, lambda: self.kind.encode(self.prepared, queries, passages, wider).lengths)
 
     def close(self) -> None:
         """End the helper thread (a later call starts a new one); also done when the engine is collected."""

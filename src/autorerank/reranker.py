@@ -21,7 +21,7 @@ from .inputs import Instructions, as_documents, as_pairs
 from .kinds.base import Kind, ModelSource, Plan
 from .loading import merge_peft, normalize_model_path, read_json
 from .options import Options, call_options, constructor_options, is_option, option
-from .pipeline import Engine, TextChunk, chunked, finish_scores, unique_pairs
+from .pipeline import Engine, InputLengths, TextChunk, chunked, finish_scores, unique_pairs
 from .registry import kind_named
 from .results import ModelInfo, RerankResult
 from .tokenization import TextTokenizer, load_tokenizer
@@ -174,21 +174,16 @@ class Reranker:
 
     def input_lengths(
         self, queries: Sequence[str], passages: Sequence[str], **options: Any
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """For each (query, passage): the tokens the model reads with these options, and whether a part was cut to
-        fit (the query at its limit, the pair at ``max_length``; a ``passage_max_length`` cut is asked for, so it
-        does not count). Laid out by the kind itself, so chat templates and prompts count. None in a process that
-        holds no model (several devices): the layout's constants are loaded with it."""
+    ) -> InputLengths | None:
+        """For each (query, passage), the tokens the model reads with these options and whether a limit cut it
+        (:class:`~autorerank.pipeline.InputLengths`), laid out by the kind itself: instructions, prompts and chat
+        templates count. None in a process that holds no model (several devices): the layout's constants are
+        loaded with it."""
         if self._engine is None:
             return None
         call, _ = self._call({**options, "show_progress": False})
         instructed = self.instructions.apply(as_pairs(list(zip(queries, passages))))
-        read = self._engine.lengths(*instructed, call)
-        beyond = int(call.max_length) + 1  # one more token than any limit lets through: a cut pair grows
-        uncut = self._engine.lengths(
-            *instructed, call.replace({"max_length": beyond, "query_max_length": beyond})
-        )
-        return read, uncut > read
+        return self._engine.input_lengths(*instructed, call)
 
     def scores_per_pair(self, **options: Any) -> int:
         """How many scores each pair gets with these options (one per cutoff layer); checks the options."""

@@ -77,17 +77,20 @@ class TokenCounter:
     def _measure(self, scoring: Scoring, options: dict[str, Any], limit: int | None) -> Measured:
         """Tokens read per pair, which pairs are cut, and the passage tokens that fit (for the rows asked), as the
         kind lays pairs out where this process holds the model; else as a cross-encoder does (several devices)."""
-        measured = self._reranker.input_lengths(scoring.queries, scoring.passages, **options)
-        if measured is None:
+        lengths = self._reranker.input_lengths(scoring.queries, scoring.passages, **options)
+        if lengths is None:
             return self._estimate(scoring, limit)
-        read, cut = measured
+        checked = not scoring.truncate or scoring.truncate_left
+        cut = (
+            lengths.cut if checked else np.zeros(len(lengths.read), dtype=bool)
+        )  # cut pairs: only if they matter
 
         def room(rows: np.ndarray) -> np.ndarray:
             queries = [scoring.queries[row] for row in rows.tolist()]
-            alone = self._reranker.input_lengths(queries, [""] * len(queries), **options)[0]
-            return read[rows] - alone  # the passage's share of what the model reads
+            alone = self._reranker.input_lengths(queries, [""] * len(queries), **options).read
+            return lengths.read[rows] - alone  # the passage's share of what the model reads
 
-        return read, cut, room
+        return lengths.read, cut, room
 
     def _estimate(self, scoring: Scoring, limit: int | None) -> Measured:
         """:meth:`_measure` from token counts: the pair template's special tokens and the instructions inside
