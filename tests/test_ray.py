@@ -163,6 +163,11 @@ def test_the_actor_class_scores_a_table_in_process():
         actor(pa.Table.from_pylist([{"query": "a", "doc": "b"}]))
     with pytest.raises(on_ray._ActorFailure, match="already has a column 'relevance'"):
         actor(pa.Table.from_pylist([{"q": "a", "doc": "b", "relevance": 1.0}]))
+    rows[3]["doc"] = None  # named by the row's values: a batch has no place in the input to count from
+    with pytest.raises(
+        on_ray._ActorFailure, match=r"the 'doc' column holds null, not a string, in the row \{'id': 3, 'q': "
+    ):
+        actor(pa.Table.from_pylist(rows))
 
 
 def test_a_bad_model_path_names_the_cause(cluster, tmp_path):
@@ -242,6 +247,25 @@ def test_cli_names_the_cause_of_a_failure_in_an_actor(cluster, tmp_path, capsys)
     last = err.strip().splitlines()[-1]
     assert last.startswith("autorerank: error: InvalidInputError while scoring a batch"), err
     assert "no column 'query' (its columns: question, passage)" in last
+
+
+def test_cli_names_a_json_input_ray_cannot_read_and_how_to_find_the_line(cluster, tmp_path, capsys):
+    rows = _rows(20)
+    rows[7]["passage"] = 12345  # a number among strings: Arrow's JSON reader refuses the file
+    code, _, err = run_cli(
+        _score_argv(_jsonl(tmp_path / "pairs.jsonl", rows), tmp_path / "out.jsonl"), capsys
+    )
+    assert code == 1
+    assert "Ray's JSON reader could not read the input" in err and "Without --ray, autorerank names" in err
+    assert "\x1b[" not in err  # Ray's colour codes are not passed on
+
+
+def test_cli_writes_an_empty_output_for_an_empty_input(cluster, tmp_path, capsys):
+    source, out = tmp_path / "pairs.jsonl", tmp_path / "scores.parquet"
+    source.write_text("")
+    code, _, err = run_cli(_score_argv(source, out), capsys)
+    assert code == 0, err
+    assert out.is_dir() and not any(out.iterdir())  # there, so the next step of a pipeline finds it
 
 
 def test_cli_refuses_actors_that_hold_every_cpu(cluster, tmp_path, capsys):

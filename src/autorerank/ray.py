@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -80,6 +81,8 @@ class _ActorFailure(Exception):
 
 # How the line of an _ActorFailure starts in a traceback.
 _FAILURE_LINE = f"{_ActorFailure.__module__}.{_ActorFailure.__qualname__}: "
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours a task's name in its errors
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Invalid): ")
 
 
 def _ray() -> ModuleType:
@@ -179,11 +182,23 @@ class _ScoreBatches:
         self._check_columns(batch.column_names)
         queries = batch.column(self._query).to_pylist()
         passages = batch.column(self._passage).to_pylist()
+        self._check_texts(batch, queries, passages)
         if not queries:
             return batch.append_column(self._output, pa.array([], type=pa.float64()))
         scores = next(self._reranker.iter_scores([list(zip(queries, passages))]))  # (scores_per_pair, rows)
         column = pa.array(scores[0]) if len(scores) == 1 else pa.array(scores.T.tolist())
         return batch.append_column(self._output, column)
+
+    def _check_texts(self, batch: Any, queries: list[Any], passages: list[Any]) -> None:
+        """Refuse a row whose text is not a string, naming the row by its other columns: a Ray batch has no place
+        in the input to point at (the library's "Pair N" would count within the batch)."""
+        for column, texts in ((self._query, queries), (self._passage, passages)):
+            for position, text in enumerate(texts):
+                if not isinstance(text, str):
+                    found = "null" if text is None else type(text).__name__
+                    raise InvalidInputError(
+                        f"the {column!r} column holds {found}, not a string, in the row {_row(batch, position)}"
+                    )
 
     def _check_columns(self, names: list[str]) -> None:
         for column, argument in ((self._query, "query_column"), (self._passage, "passage_column")):
@@ -196,6 +211,12 @@ class _ScoreBatches:
             raise InvalidInputError(
                 f"the dataset already has a column {self._output!r}; name the score column with output_column="
             )
+
+
+def _row(batch: Any, position: int) -> str:
+    """One row of a pyarrow table as its columns' values, each cut short, to find it in the input."""
+    values = {name: batch.column(name)[position].as_py() for name in batch.column_names}
+    return "{" + ", ".join(f"{name!r}: {value!r:.60}" for name, value in values.items()) + "}"
 
 
 def _cause(exc: BaseException, doing: str) -> str:
@@ -226,10 +247,18 @@ def _describe(exc: BaseException, errors: Any) -> str:
             message, _ = json.JSONDecoder().raw_decode(text, at + len(_FAILURE_LINE))
             if isinstance(message, str):
                 return message
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    lines = [line.strip() for line in _ANSI_CODES.sub("", text).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
     if isinstance(exc, errors.RayActorError):
         return f"a Ray actor died and was not replaced (more deaths than max_restarts allows?): {first}"
-    return f"Ray failed: {type(exc).__name__}: {first}"
+    causes = [line for line in lines[1:] if _EXCEPTION_LINE.match(line)]  # "module.SomeError: message" lines
+    cause = f" ({causes[-1]})" if causes else ""
+    if "JSON" in first:
+        cause += (
+            "; Ray's JSON reader could not read the input: a field whose type changes between lines (a number "
+            "among strings) is one cause. Without --ray, autorerank names the file's line"
+        )
+    return f"Ray failed: {type(exc).__name__}: {first}{cause}"
 
 
 @contextlib.contextmanager
@@ -318,6 +347,8 @@ def write_scores(ds: Any, path: str, *, overwrite: bool = False) -> None:
             ds.write_parquet(path)
         else:
             ds.write_json(path)
+    if "://" not in path:
+        Path(path).mkdir(parents=True, exist_ok=True)  # Ray writes no file, nor the folder, for no rows
 
 
 def check_output(path: str, *, overwrite: bool = False) -> bool:
