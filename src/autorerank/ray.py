@@ -180,20 +180,27 @@ class _ScoreBatches:
         import pyarrow as pa
 
         self._check_columns(batch.column_names)
+        self._check_texts(batch)
         queries = batch.column(self._query).to_pylist()
         passages = batch.column(self._passage).to_pylist()
-        self._check_texts(batch, queries, passages)
         if not queries:
             return batch.append_column(self._output, pa.array([], type=pa.float64()))
         scores = next(self._reranker.iter_scores([list(zip(queries, passages))]))  # (scores_per_pair, rows)
         column = pa.array(scores[0]) if len(scores) == 1 else pa.array(scores.T.tolist())
         return batch.append_column(self._output, column)
 
-    def _check_texts(self, batch: Any, queries: list[Any], passages: list[Any]) -> None:
+    def _check_texts(self, batch: Any) -> None:
         """Refuse a row whose text is not a string, naming the row by its other columns: a Ray batch has no place
-        in the input to point at (the library's "Pair N" would count within the batch)."""
-        for column, texts in ((self._query, queries), (self._passage, passages)):
-            for position, text in enumerate(texts):
+        in the input to point at (the library's "Pair N" would count within the batch). A string column without
+        nulls, the usual batch, is passed on Arrow's type and null count alone, with no look at its rows."""
+        import pyarrow as pa
+
+        for column in (self._query, self._passage):
+            texts = batch.column(column)
+            strings = pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)
+            if strings and texts.null_count == 0:
+                continue
+            for position, text in enumerate(texts.to_pylist()):
                 if not isinstance(text, str):
                     found = "null" if text is None else type(text).__name__
                     raise InvalidInputError(
